@@ -1,0 +1,54 @@
+//! Neurite's client-server API: the `/_matrix/client/*` endpoints.
+//!
+//! Handlers are thin: a [`Ruma`] extractor parses and authenticates the
+//! request, the handler calls one component through its trait, and returns a
+//! ruma response. Rules live in the components (`userapi`, later
+//! `roomserver`), never here.
+
+mod extract;
+mod ratelimit;
+mod routes;
+
+use std::sync::Arc;
+
+use neurite_core::Config;
+use neurite_userapi::UserApi;
+
+pub use extract::Ruma;
+pub use ratelimit::{BUCKET_PRUNE_INTERVAL_SECS, RateLimiter};
+pub use routes::router;
+
+/// The state every client API handler gets: handles to the components.
+#[derive(Clone)]
+pub struct ClientApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: Arc<dyn UserApi>,
+    config: Arc<Config>,
+    limiter: Option<RateLimiter>,
+}
+
+impl ClientApi {
+    /// Builds the client API over the given components; rate limits follow `config`.
+    pub fn new(users: Arc<dyn UserApi>, config: Arc<Config>) -> Self {
+        let limiter = RateLimiter::from_config(&config);
+        Self { inner: Arc::new(Inner { users, config, limiter }) }
+    }
+
+    /// The userapi.
+    pub(crate) fn users(&self) -> &dyn UserApi {
+        &*self.inner.users
+    }
+
+    /// The server configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The rate limiter, if rate limits are on.
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.inner.limiter.as_ref()
+    }
+}

@@ -1,0 +1,64 @@
+//! The client API's routes, one module per area of the spec.
+
+mod account;
+mod device;
+mod discovery;
+mod filter;
+mod profile;
+mod session;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on};
+use neurite_core::http::stable_paths;
+use ruma::api::IncomingRequest;
+
+use crate::ClientApi;
+
+/// Registers a handler under every stable path (`r0` and `v3` alike) that
+/// ruma knows for the request type `R`, with `R`'s method.
+trait RouterExt {
+    fn ruma<R: IncomingRequest, H: Handler<T, ClientApi>, T: 'static>(self, handler: H) -> Self;
+}
+
+impl RouterExt for Router<ClientApi> {
+    fn ruma<R: IncomingRequest, H: Handler<T, ClientApi>, T: 'static>(mut self, handler: H) -> Self {
+        let method = MethodFilter::try_from(R::METHOD).expect("ruma endpoints use standard methods");
+        for path in stable_paths::<R>() {
+            self = self.route(path, on(method, handler.clone()));
+        }
+        self
+    }
+}
+
+/// All client API routes, with their state.
+pub fn router(api: ClientApi) -> Router {
+    use ruma::api::client::{account as a, device as d, discovery as disc, filter as f, profile as p, session as s};
+    Router::new()
+        .ruma::<disc::get_supported_versions::Request, _, _>(discovery::versions)
+        .ruma::<disc::discover_homeserver::Request, _, _>(discovery::well_known)
+        .ruma::<disc::get_capabilities::v3::Request, _, _>(discovery::capabilities)
+        .ruma::<s::get_login_types::v3::Request, _, _>(session::login_types)
+        .ruma::<s::login::v3::Request, _, _>(session::login)
+        .ruma::<s::refresh_token::v3::Request, _, _>(session::refresh)
+        .ruma::<s::logout::v3::Request, _, _>(session::logout)
+        .ruma::<s::logout_all::v3::Request, _, _>(session::logout_all)
+        .ruma::<a::register::v3::Request, _, _>(account::register)
+        .ruma::<a::get_username_availability::v3::Request, _, _>(account::username_available)
+        .ruma::<a::check_registration_token_validity::v1::Request, _, _>(account::registration_token_validity)
+        .ruma::<a::whoami::v3::Request, _, _>(account::whoami)
+        .ruma::<a::change_password::v3::Request, _, _>(account::change_password)
+        .ruma::<a::deactivate::v3::Request, _, _>(account::deactivate)
+        .ruma::<d::get_devices::v3::Request, _, _>(device::list)
+        .ruma::<d::get_device::v3::Request, _, _>(device::get)
+        .ruma::<d::update_device::v3::Request, _, _>(device::update)
+        .ruma::<d::delete_device::v3::Request, _, _>(device::delete)
+        .ruma::<d::delete_devices::v3::Request, _, _>(device::delete_many)
+        .ruma::<p::get_profile::v3::Request, _, _>(profile::get_all)
+        .ruma::<p::get_profile_field::v3::Request, _, _>(profile::get_field)
+        .ruma::<p::set_profile_field::v3::Request, _, _>(profile::set_field)
+        .ruma::<p::delete_profile_field::v3::Request, _, _>(profile::delete_field)
+        .ruma::<f::create_filter::v3::Request, _, _>(filter::create)
+        .ruma::<f::get_filter::v3::Request, _, _>(filter::get)
+        .with_state(api)
+}

@@ -1,0 +1,70 @@
+//! Profiles: `/profile/{userId}` and its fields (`displayname`,
+//! `avatar_url`, and the extended profile fields of v1.16).
+
+use axum::extract::State;
+use neurite_core::http::RumaResponse;
+use neurite_core::{MatrixError, MatrixResult};
+use ruma::UserId;
+use ruma::api::client::profile::{
+    ProfileFieldValue, delete_profile_field, get_profile, get_profile_field, set_profile_field,
+};
+
+use crate::{ClientApi, Ruma};
+
+fn not_found() -> MatrixError {
+    MatrixError::not_found("Profile not found")
+}
+
+fn own_profile<T>(req: &Ruma<T>, user_id: &UserId) -> MatrixResult<()> {
+    if req.session().user_id != user_id {
+        return Err(MatrixError::forbidden("You cannot change another user's profile"));
+    }
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}`
+/// [spec](https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3profileuserid)
+pub(crate) async fn get_all(
+    State(api): State<ClientApi>,
+    req: Ruma<get_profile::v3::Request>,
+) -> MatrixResult<RumaResponse<get_profile::v3::Response>> {
+    let profile = api.users().profile(&req.body.user_id).await?.ok_or_else(not_found)?;
+    Ok(RumaResponse(get_profile::v3::Response::from_iter(profile)))
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}/{keyName}`
+/// [spec](https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3profileuseridkeyname)
+pub(crate) async fn get_field(
+    State(api): State<ClientApi>,
+    req: Ruma<get_profile_field::v3::Request>,
+) -> MatrixResult<RumaResponse<get_profile_field::v3::Response>> {
+    let profile = api.users().profile(&req.body.user_id).await?.ok_or_else(not_found)?;
+    let field = req.body.field.as_str();
+    let value = profile.get(field).cloned().ok_or_else(|| MatrixError::not_found("Profile field not set"))?;
+    let value = ProfileFieldValue::new(field, value).map_err(MatrixError::internal)?;
+    Ok(RumaResponse(get_profile_field::v3::Response::new(value)))
+}
+
+/// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
+/// [spec](https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3profileuseridkeyname)
+pub(crate) async fn set_field(
+    State(api): State<ClientApi>,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> MatrixResult<RumaResponse<set_profile_field::v3::Response>> {
+    own_profile(&req, &req.body.user_id)?;
+    let value = &req.body.value;
+    let field = value.field_name();
+    api.users().set_profile_field(&req.body.user_id, field.as_str(), Some(value.value().into_owned())).await?;
+    Ok(RumaResponse(set_profile_field::v3::Response::new()))
+}
+
+/// # `DELETE /_matrix/client/v3/profile/{userId}/{keyName}`
+/// [spec](https://spec.matrix.org/v1.19/client-server-api/#delete_matrixclientv3profileuseridkeyname)
+pub(crate) async fn delete_field(
+    State(api): State<ClientApi>,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> MatrixResult<RumaResponse<delete_profile_field::v3::Response>> {
+    own_profile(&req, &req.body.user_id)?;
+    api.users().set_profile_field(&req.body.user_id, req.body.field.as_str(), None).await?;
+    Ok(RumaResponse(delete_profile_field::v3::Response::new()))
+}

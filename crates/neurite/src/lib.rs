@@ -1,0 +1,123 @@
+//! The Neurite homeserver: builds every component from the configuration,
+//! wires them into one HTTP application, and serves it.
+//!
+//! `main.rs` is the CLI over this library; the test harness (`neurite-test`)
+//! boots the same wiring through [`build`] and [`serve`].
+
+mod http;
+mod keys;
+mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use neurite_clientapi::{ClientApi, RateLimiter};
+use neurite_core::Config;
+use neurite_storage::sqlite::SqlitePool;
+use neurite_userapi::UserApiService;
+use tokio::net::TcpListener;
+
+pub use keys::SigningKey;
+
+/// File name of the SQLite database inside the data folder.
+pub const DATABASE_FILE: &str = "neurite.db";
+
+/// Why the server could not start. Each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data folder cannot be created or written.
+    #[error("cannot use data folder {path}: {reason}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The database cannot be opened or migrated.
+    #[error("cannot open the database {path}: {reason}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The signing key cannot be read or created.
+    #[error("signing key {path}: {reason}")]
+    SigningKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Every component of a running server, wired together.
+pub struct Server {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The userapi (also used by the CLI's account commands).
+    pub users: UserApiService,
+    /// The server's ed25519 signing key.
+    pub signing_key: SigningKey,
+    router: axum::Router,
+    limiter: Option<RateLimiter>,
+}
+
+/// Opens (creating on first start) the data folder, the signing key and the
+/// database, and builds every component.
+///
+/// # Errors
+/// An unwritable data folder, an unreadable key, or a database that cannot
+/// be opened or migrated.
+pub async fn build(config: Config) -> Result<Server, StartupError> {
+    let config = Arc::new(config);
+    let dir = &config.data_dir;
+    let dir_error = |e: &dyn std::fmt::Display| StartupError::DataDir { path: dir.clone(), reason: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(|e| dir_error(&e))?;
+    // Fail early and clearly if the folder exists but is read-only.
+    let probe = dir.join(".neurite-write-test");
+    std::fs::write(&probe, b"").map_err(|e| dir_error(&e))?;
+    std::fs::remove_file(&probe).map_err(|e| dir_error(&e))?;
+
+    let signing_key = SigningKey::load_or_create(dir)?;
+
+    let db_path = dir.join(DATABASE_FILE);
+    let db_error = |e: &dyn std::fmt::Display| StartupError::Database { path: db_path.clone(), reason: e.to_string() };
+    let pool = SqlitePool::open(&db_path).map_err(|e| db_error(&e))?;
+    let users = UserApiService::open_sqlite(pool, &config).await.map_err(|e| db_error(&e))?;
+
+    let client_api = ClientApi::new(Arc::new(users.clone()), config.clone());
+    let limiter = client_api.limiter().cloned();
+    let router = http::app(&config, neurite_clientapi::router(client_api));
+    Ok(Server { config, users, signing_key, router, limiter })
+}
+
+/// Serves `server` on `listener` until `shutdown` completes, then stops
+/// accepting connections and lets in-flight requests finish.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let pruner = server.limiter.clone().map(|limiter| {
+        tokio::spawn(async move {
+            let period = std::time::Duration::from_secs(neurite_clientapi::BUCKET_PRUNE_INTERVAL_SECS);
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                limiter.prune();
+            }
+        })
+    });
+    let app = server.router.into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
+    result
+}

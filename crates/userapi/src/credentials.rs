@@ -1,0 +1,83 @@
+//! Secrets: argon2id password hashes, random tokens and their SHA-256 hashes.
+//! Nothing here logs, and nothing returned by it is logged.
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use sha2::{Digest, Sha256};
+
+/// Length of generated access and refresh tokens, in alphanumeric characters
+/// (about 238 bits of entropy).
+const TOKEN_CHARS: usize = 40;
+
+/// Length of generated device IDs, in upper-case letters (as Synapse).
+const DEVICE_ID_CHARS: usize = 10;
+
+/// Hashes a password with argon2id (OWASP's recommended parameters, the
+/// crate's defaults). CPU-heavy: call it from a blocking task.
+pub(crate) fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+/// Checks a password against a stored PHC hash. CPU-heavy: call it from a blocking task.
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A hash to verify against when the account does not exist, so that a login
+/// for an unknown user takes as long as one with a wrong password.
+pub(crate) fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("neurite-dummy-password").expect("hashing a constant cannot fail"))
+}
+
+fn random_chars(n: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
+}
+
+/// A new access or refresh token; `prefix` tells them apart in bug reports.
+pub(crate) fn new_token(prefix: &str) -> String {
+    format!("{prefix}_{}", random_chars(TOKEN_CHARS))
+}
+
+/// The form a token is stored in: its SHA-256. Tokens carry enough entropy
+/// that a fast hash is safe; the database never holds a usable token.
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A new device ID.
+pub(crate) fn new_device_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..DEVICE_ID_CHARS).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect()
+}
+
+/// A new opaque ID for sessions and registration tokens (`[A-Za-z0-9]`).
+pub(crate) fn new_opaque_id(len: usize) -> String {
+    random_chars(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_are_argon2id_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (new_token("nat"), new_token("nat"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("nat_") && a.len() == 4 + TOKEN_CHARS);
+        assert_eq!(token_hash(&a).len(), 32);
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+}
