@@ -5,6 +5,8 @@
 //! ruma response. Rules live in the components (`userapi`, later
 //! `roomserver`), never here.
 
+#![warn(missing_docs)]
+
 mod extract;
 mod ratelimit;
 mod routes;

@@ -158,9 +158,8 @@ impl Config {
                 "rate_limit_per_second and rate_limit_burst must be above 0 (or set rate_limits = \"off\")".into(),
             ));
         }
-        if !self.public_baseurl.is_empty()
-            && !(self.public_baseurl.starts_with("http://") || self.public_baseurl.starts_with("https://"))
-        {
+        let url = &self.public_baseurl;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::Invalid("public_baseurl must start with http:// or https://".into()));
         }
         Ok(())

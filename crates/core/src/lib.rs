@@ -3,6 +3,8 @@
 //!
 //! Every component crate depends on this one; it depends on no component.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod http;

@@ -4,6 +4,8 @@
 //! `main.rs` is the CLI over this library; the test harness (`neurite-test`)
 //! boots the same wiring through [`build`] and [`serve`].
 
+#![warn(missing_docs)]
+
 mod http;
 mod keys;
 mod metrics;

@@ -6,6 +6,8 @@
 //! transaction on the blocking pool, and a migration runner. PostgreSQL comes
 //! as a second backend beside [`sqlite`], behind the same component traits.
 
+#![warn(missing_docs)]
+
 pub mod sqlite;
 
 /// A storage failure that is not a domain outcome (those are `Ok` values of

@@ -4,6 +4,8 @@
 //!
 //! Other components use it through [`UserApi`]; its tables are its own.
 
+#![warn(missing_docs)]
+
 mod api;
 mod credentials;
 mod service;

@@ -200,8 +200,8 @@ impl UserApi for UserApiService {
     }
 
     fn resolve_user(&self, user: &str) -> Option<OwnedUserId> {
-        let localpart = if user.starts_with('@') {
-            let (localpart, server) = user[1..].split_once(':')?;
+        let localpart = if let Some(id) = user.strip_prefix('@') {
+            let (localpart, server) = id.split_once(':')?;
             if server != self.settings.server_name.as_str() {
                 return None;
             }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use neurite_core::config::Registration;
 use neurite_core::http::RumaResponse;
 use neurite_core::{ErrorKind, MatrixError, MatrixResult};
@@ -14,6 +16,7 @@ use ruma::api::client::account::{
     get_username_availability, register, whoami,
 };
 use ruma::api::client::uiaa::AuthType;
+use serde_json::json;
 
 use crate::{ClientApi, Ruma};
 
@@ -26,10 +29,7 @@ fn registration_disabled() -> MatrixError {
 ///
 /// The user name and password are checked before user-interactive
 /// authentication starts, so a client learns early that they will not do.
-pub(crate) async fn register(
-    State(api): State<ClientApi>,
-    req: Ruma<register::v3::Request>,
-) -> MatrixResult<RumaResponse<register::v3::Response>> {
+pub(crate) async fn register(State(api): State<ClientApi>, req: Ruma<register::v3::Request>) -> MatrixResult<Response> {
     let body = req.body;
     if body.kind == RegistrationKind::Guest {
         return Err(MatrixError::new(ErrorKind::GuestAccessForbidden, "Guest access is disabled"));
@@ -62,7 +62,8 @@ pub(crate) async fn register(
     };
     let user_id = users.create_account(&localpart, &password, false, outcome.registration_token.as_deref()).await?;
     if body.inhibit_login {
-        return Ok(RumaResponse(register::v3::Response::new(user_id)));
+        // ruma would serialize `"device_id": null`; the spec's answer has no device at all.
+        return Ok(Json(json!({"user_id": user_id})).into_response());
     }
     let tokens =
         users.open_session(&user_id, body.device_id, body.initial_device_display_name, body.refresh_token).await?;
@@ -71,7 +72,7 @@ pub(crate) async fn register(
     response.device_id = Some(tokens.device_id);
     response.refresh_token = tokens.refresh_token;
     response.expires_in = tokens.expires_in_ms.map(Duration::from_millis);
-    Ok(RumaResponse(response))
+    Ok(RumaResponse(response).into_response())
 }
 
 /// # `GET /_matrix/client/v3/register/available`

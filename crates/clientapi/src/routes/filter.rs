@@ -3,7 +3,7 @@
 use axum::extract::State;
 use neurite_core::http::RumaResponse;
 use neurite_core::{MatrixError, MatrixResult};
-use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
+use ruma::api::client::filter::{EventFormat, FilterDefinition, create_filter, get_filter};
 
 use crate::{ClientApi, Ruma};
 
@@ -18,12 +18,16 @@ fn own_filters<T>(req: &Ruma<T>, user_id: &ruma::UserId) -> MatrixResult<()> {
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3useruseridfilter)
 ///
 /// ruma's `FilterDefinition` validates the shape (`M_BAD_JSON` otherwise);
-/// the stored form is its re-serialization, so only known fields are kept.
+/// values it lets through but the spec does not allow are `M_INVALID_PARAM`.
+/// The stored form is its re-serialization, so only known fields are kept.
 pub(crate) async fn create(
     State(api): State<ClientApi>,
     req: Ruma<create_filter::v3::Request>,
 ) -> MatrixResult<RumaResponse<create_filter::v3::Response>> {
     own_filters(&req, &req.body.user_id)?;
+    if !matches!(req.body.filter.event_format, EventFormat::Client | EventFormat::Federation) {
+        return Err(MatrixError::invalid_param("event_format must be 'client' or 'federation'"));
+    }
     let filter = serde_json::to_value(&req.body.filter).map_err(MatrixError::internal)?;
     let filter_id = api.users().create_filter(&req.body.user_id, &filter).await?;
     Ok(RumaResponse(create_filter::v3::Response::new(filter_id)))

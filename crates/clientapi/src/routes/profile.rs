@@ -53,6 +53,13 @@ pub(crate) async fn set_field(
 ) -> MatrixResult<RumaResponse<set_profile_field::v3::Response>> {
     own_profile(&req, &req.body.user_id)?;
     let value = &req.body.value;
+    // An empty avatar URL clears the avatar; anything else must be an MXC URI.
+    if let ProfileFieldValue::AvatarUrl(uri) = value
+        && !uri.as_str().is_empty()
+        && uri.validate().is_err()
+    {
+        return Err(MatrixError::invalid_param("avatar_url must be an mxc:// URI"));
+    }
     let field = value.field_name();
     api.users().set_profile_field(&req.body.user_id, field.as_str(), Some(value.value().into_owned())).await?;
     Ok(RumaResponse(set_profile_field::v3::Response::new()))
