@@ -132,8 +132,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // NEURITE_CONFIG names the file; it is not a key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]));
+        // Only NEURITE_<KEY> for a known key overrides it: other NEURITE_*
+        // variables (NEURITE_CONFIG naming the file, test settings) are not keys.
+        let keys: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env =
+            Env::prefixed(ENV_PREFIX).filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key)));
+        figment = figment.merge(env);
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
