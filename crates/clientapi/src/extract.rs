@@ -2,12 +2,12 @@
 //! limit, applies rate limits, authenticates the access token as the
 //! endpoint's metadata requires, and parses the ruma request type.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use neurite_core::http::{parse_request, read_body};
-use neurite_core::{ErrorKind, MatrixError, MatrixResult};
+use neurite_core::{ErrorKind, MatrixError};
 use neurite_userapi::Session;
 use ruma::api::IncomingRequest;
 use ruma::api::auth_scheme::{
@@ -60,6 +60,8 @@ pub struct Ruma<T> {
     pub body: T,
     /// The session, when the endpoint took a token and one was given.
     pub session: Option<Session>,
+    /// The address the request came from, for device "last seen" records.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl<T> Ruma<T> {
@@ -72,20 +74,22 @@ impl<T> Ruma<T> {
     }
 }
 
-/// The access token of a request: `Authorization: Bearer` or `?access_token=`.
-fn access_token(parts: &http::request::Parts) -> MatrixResult<Option<String>> {
-    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-        return match value {
-            Some(token) if !token.is_empty() => Ok(Some(token.to_owned())),
-            _ => Err(MatrixError::new(
-                ErrorKind::UnknownToken { soft_logout: false },
-                "Authorization header is not 'Bearer <token>'",
-            )),
-        };
+/// The access token of a request: `Authorization: Bearer <token>` or
+/// `?access_token=`. Another scheme in `Authorization` (e.g. a proxy's
+/// `Basic`) is not an access token and counts as none.
+fn access_token(parts: &http::request::Parts) -> Option<String> {
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(token) = bearer {
+        return Some(token.to_owned());
     }
     let query = parts.uri.query().unwrap_or("");
-    Ok(form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
 }
 
 impl<T, S> FromRequest<S> for Ruma<T>
@@ -103,27 +107,19 @@ where
         let path = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|e| MatrixError::invalid_param(format!("bad path parameter: {e}")))?;
-        let token = access_token(&parts)?;
+        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
 
-        if T::RATE_LIMITED
-            && let Some(limiter) = api.limiter()
-        {
-            let key = match &token {
-                Some(token) => format!("t:{token}"),
-                None => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-                    Some(ConnectInfo(addr)) => format!("a:{}", addr.ip()),
-                    None => "a:unknown".to_owned(),
-                },
-            };
-            limiter.check(&key)?;
-        }
-
-        let session = match (<T::Authentication as AuthRequirement>::RULE, token) {
+        // Authenticate before rate limiting, so the bucket is the user's: a
+        // made-up token gets 401, not a fresh bucket. Endpoints that take no
+        // token never look at the Authorization header.
+        let rule = <T::Authentication as AuthRequirement>::RULE;
+        let token = if rule == TokenRule::Ignored { None } else { access_token(&parts) };
+        let session = match (rule, token) {
             (TokenRule::Required, None) => {
                 return Err(MatrixError::new(ErrorKind::MissingToken, "Missing access token"));
             }
-            (TokenRule::Required | TokenRule::Optional, Some(token)) => Some(api.users().authenticate(&token).await?),
-            _ => None,
+            (_, Some(token)) => Some(api.users().authenticate(&token, client_ip).await?),
+            (_, None) => None,
         };
         if let Some(session) = &session {
             tracing::Span::current()
@@ -131,9 +127,20 @@ where
                 .record("device_id", tracing::field::display(&session.device_id));
         }
 
+        if T::RATE_LIMITED
+            && let Some(limiter) = api.limiter()
+        {
+            let key = match (&session, client_ip) {
+                (Some(session), _) => format!("u:{}", session.user_id),
+                (None, Some(ip)) => format!("a:{ip}"),
+                (None, None) => "a:unknown".to_owned(),
+            };
+            limiter.check(&key)?;
+        }
+
         let body = read_body(body, api.config().max_request_bytes).await?;
         let args: Vec<&str> = path.iter().map(|(_, value)| value).collect();
         let body = parse_request::<T>(&parts.method, &parts.uri, &parts.headers, &body, &args)?;
-        Ok(Self { body, session })
+        Ok(Self { body, session, client_ip })
     }
 }

@@ -58,10 +58,11 @@ pub struct Config {
     pub public_baseurl: String,
     /// Who may register: `closed`, `token` or `open`.
     pub registration: Registration,
-    /// Rate limits on login, registration and other requests: `on` or `off`.
+    /// Rate limits on the endpoints the spec marks rate-limited (login,
+    /// registration, and most authenticated ones): `on` or `off`.
     pub rate_limits: Switch,
-    /// Sustained requests per second allowed per client address (unauthenticated)
-    /// or per user (authenticated) when rate limits are on.
+    /// Sustained requests per second allowed per user (authenticated requests)
+    /// or per client address (the others) when rate limits are on.
     pub rate_limit_per_second: u32,
     /// Burst of requests allowed above the sustained rate.
     pub rate_limit_burst: u32,
@@ -219,10 +220,11 @@ public_baseurl = ""
 # (anyone, m.login.dummy, no verification).
 registration = "closed"
 
-# Rate limits on every request: "on" or "off". A limited client gets
-# 429 M_LIMIT_EXCEEDED with retry_after_ms.
+# Rate limits on the endpoints the spec marks rate-limited (login,
+# registration, most authenticated ones): "on" or "off". A limited client
+# gets 429 M_LIMIT_EXCEEDED with retry_after_ms.
 rate_limits = "on"
-# Sustained requests per second per client address (or per user once logged in).
+# Sustained requests per second per user (per client address before login).
 rate_limit_per_second = 10
 # Requests allowed in a burst above that rate.
 rate_limit_burst = 50
@@ -241,7 +243,8 @@ password_min_length = 8
 # always reserved.
 reserved_usernames = []
 
-# Log lines: "human" or "json"; filter in tracing syntax.
+# Log lines: "human" or "json"; filter in tracing syntax (a bad filter is a
+# configuration error).
 log_format = "human"
 log_level = "info"
 

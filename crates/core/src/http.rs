@@ -65,7 +65,13 @@ pub fn parse_request<T: IncomingRequest>(
         h.clone_from(headers);
     }
     let request = builder.body(body).map_err(MatrixError::internal)?;
-    T::try_from_http_request(request, path_args).map_err(|e| request_error(e, body))
+    // Deserializers of untrusted input must not take the request down: ruma
+    // 0.17's `LoginInfo` indexes a missing `type` key and panics, for one.
+    // Invariant: parsing touches nothing shared, so unwinding out of it is safe.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(request, path_args))) {
+        Ok(parsed) => parsed.map_err(|e| request_error(e, body)),
+        Err(_) => Err(MatrixError::bad_json("request body has the wrong shape")),
+    }
 }
 
 fn request_error(error: FromHttpRequestError, body: &[u8]) -> MatrixError {

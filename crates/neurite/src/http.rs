@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Method, StatusCode, header};
 use neurite_core::{Config, ErrorKind, MatrixError};
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
@@ -25,8 +26,14 @@ pub(crate) fn app(config: &Config, client_api: Router) -> Router {
     app.fallback(unrecognized)
         // Registered last so it covers every route above.
         .method_not_allowed_fallback(method_not_allowed)
+        // A panic anywhere below becomes a 500 M_UNKNOWN, not a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(metrics, observe))
         .layer(middleware::from_fn(cors))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    MatrixError::internal("a request handler panicked").into_response()
 }
 
 async fn unrecognized() -> MatrixError {

@@ -77,7 +77,7 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     let config = Arc::new(config);
     let dir = &config.data_dir;
     let dir_error = |e: &dyn std::fmt::Display| StartupError::DataDir { path: dir.clone(), reason: e.to_string() };
-    std::fs::create_dir_all(dir).map_err(|e| dir_error(&e))?;
+    create_private_dir(dir).map_err(|e| dir_error(&e))?;
     // Fail early and clearly if the folder exists but is read-only.
     let probe = dir.join(".neurite-write-test");
     std::fs::write(&probe, b"").map_err(|e| dir_error(&e))?;
@@ -94,6 +94,19 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     let limiter = client_api.limiter().cloned();
     let router = http::app(&config, neurite_clientapi::router(client_api));
     Ok(Server { config, users, signing_key, router, limiter })
+}
+
+/// Creates the data folder (and parents) if absent; the folder itself is
+/// readable only by its owner, since it holds password and token hashes.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// Serves `server` on `listener` until `shutdown` completes, then stops

@@ -6,6 +6,8 @@
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use neurite_core::config::{Config, LogFormat};
@@ -16,6 +18,9 @@ use rand::Rng;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure to start or to run a command.
 const EXIT_FAILURE: u8 = 1;
+
+/// How long in-flight requests may run after SIGTERM/SIGINT before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Length of generated passwords for `create-account`.
 const GENERATED_PASSWORD_CHARS: usize = 20;
@@ -66,7 +71,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(EXIT_CONFIG, format_args!("invalid configuration: {e}")),
     };
-    init_tracing(&config);
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            return fail(EXIT_CONFIG, format_args!("invalid configuration: log_level {:?}: {e}", config.log_level));
+        }
+    };
+    init_tracing(&config, filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(EXIT_FAILURE, format_args!("cannot start the async runtime: {e}")),
@@ -77,9 +88,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_tracing(config: &Config, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -104,7 +113,20 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
                 registration = ?server.config.registration,
                 "Neurite is running"
             );
-            neurite::serve(listener, server, shutdown_signal()).await?;
+            // In-flight requests get a bounded time to finish after the signal.
+            let signalled = Arc::new(tokio::sync::Notify::new());
+            let notify = signalled.clone();
+            let shutdown = async move {
+                shutdown_signal().await;
+                notify.notify_one();
+            };
+            tokio::select! {
+                result = neurite::serve(listener, server, shutdown) => result?,
+                () = async {
+                    signalled.notified().await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
+            }
             tracing::info!("stopped");
             Ok(())
         }

@@ -237,3 +237,37 @@ fn an_unusable_data_folder_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out).contains("cannot use data folder"));
 }
+
+#[tokio::test]
+async fn logs_never_carry_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "log_level = \"debug\"\nlog_format = \"json\"\n");
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut server = neurite(&config).stderr(log).spawn().unwrap();
+    wait_until_up(&base, &mut server).await;
+
+    let password = "a-very-secret-password";
+    let register = json!({"username": "alice", "password": password, "auth": {"type": "m.login.dummy"}});
+    let (_, body) = post(&base, "/_matrix/client/v3/register", register).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let login = json!({"type": "m.login.password", "user": "alice", "password": password, "refresh_token": true});
+    let (_, body) = post(&base, "/_matrix/client/v3/login", login).await;
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // A token in the query string must not reach the log through the URI.
+    let whoami = reqwest::get(format!("{base}/_matrix/client/v3/account/whoami?access_token={token}")).await.unwrap();
+    assert_eq!(whoami.status(), 200);
+    let wrong = json!({"type": "m.login.password", "user": "alice", "password": "wrong-secret-guess"});
+    assert_eq!(post(&base, "/_matrix/client/v3/login", wrong).await.0, 403);
+    assert!(sigterm_and_wait(&mut server).success());
+
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(log.lines().count() > 3, "the server logged: {log}");
+    for line in log.lines() {
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "log_format = json gives JSON lines: {line}");
+    }
+    for secret in [password, "wrong-secret-guess", token.as_str(), refresh.as_str()] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+}

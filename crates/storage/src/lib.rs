@@ -27,3 +27,8 @@ pub enum StorageError {
 
 /// One migration: a name for the record and the SQL it runs.
 pub type Migration = (&'static str, &'static str);
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every table.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::Semaphore;
 
-use crate::{Migration, StorageError};
+use crate::{Migration, StorageError, now_ms};
 
 /// Number of reader connections; reads beyond it wait for a free one.
 pub const READER_CONNECTIONS_MAX: usize = 4;
@@ -164,11 +164,6 @@ impl SqlitePool {
         }
         Ok(())
     }
-}
-
-/// Milliseconds since the Unix epoch, the timestamp unit of every table.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What other components may ask of the userapi.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use neurite_core::MatrixResult;
@@ -41,7 +42,7 @@ pub struct Device {
     pub device_id: OwnedDeviceId,
     /// The name the user gave it.
     pub display_name: Option<String>,
-    /// When it was last used to log in or refresh, in ms since the epoch.
+    /// When it was last used, in ms since the epoch (to within a minute).
     pub last_seen_ts: u64,
     /// The address it was last seen from.
     pub last_seen_ip: Option<String>,
@@ -78,8 +79,9 @@ pub struct UiaOutcome {
 #[async_trait]
 pub trait UserApi: Send + Sync {
     /// Resolves an access token to its session (`M_UNKNOWN_TOKEN`, with
-    /// `soft_logout` for an expired one).
-    async fn authenticate(&self, access_token: &str) -> MatrixResult<Session>;
+    /// `soft_logout` for an expired one), and notes that its device was seen
+    /// from `client_ip`.
+    async fn authenticate(&self, access_token: &str, client_ip: Option<IpAddr>) -> MatrixResult<Session>;
 
     /// The user ID a localpart gives on this server (`M_INVALID_USERNAME` if none).
     fn user_id(&self, localpart: &str) -> MatrixResult<OwnedUserId>;
@@ -119,6 +121,7 @@ pub trait UserApi: Send + Sync {
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
         refreshable: bool,
+        client_ip: Option<IpAddr>,
     ) -> MatrixResult<SessionTokens>;
 
     /// Swaps a refresh token for new tokens (`M_UNKNOWN_TOKEN` if unknown).

@@ -2,13 +2,14 @@
 //! [`UserStore`].
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use neurite_core::config::Config;
 use neurite_core::{ErrorKind, MatrixError, MatrixResult, limits};
-use neurite_storage::StorageError;
-use neurite_storage::sqlite::{SqlitePool, now_ms};
+use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::{StorageError, now_ms};
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::Value as JsonValue;
@@ -21,6 +22,9 @@ use crate::uia;
 
 /// Longest user ID, in bytes (spec: 255, sigil and server name included).
 const USER_ID_BYTES_MAX: usize = 255;
+
+/// How stale a device's "last seen" time may get before a request updates it, in ms.
+const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
 
 /// Length of UIA session IDs.
 const UIA_SESSION_ID_CHARS: usize = 24;
@@ -109,7 +113,7 @@ impl UserApiService {
 
 #[async_trait]
 impl UserApi for UserApiService {
-    async fn authenticate(&self, access_token: &str) -> MatrixResult<Session> {
+    async fn authenticate(&self, access_token: &str, client_ip: Option<IpAddr>) -> MatrixResult<Session> {
         let hash = token_hash(access_token);
         let Some(row) = self.store.access_token(&hash).await.map_err(storage)? else {
             return Err(MatrixError::new(ErrorKind::UnknownToken { soft_logout: false }, "Unknown access token"));
@@ -120,6 +124,13 @@ impl UserApi for UserApiService {
         if let Some(retired) = &row.retires_refresh_hash {
             // First use of a refreshed token: the refresh token it replaced is done.
             self.store.retire_refresh_token(&hash, retired).await.map_err(storage)?;
+        }
+        // "Last seen" is kept to the minute: a write per request would cost
+        // more than the record is worth.
+        let now = now_ms();
+        let ip = client_ip.map(|ip| ip.to_string());
+        if now.saturating_sub(row.last_seen_ts) >= LAST_SEEN_RESOLUTION_MS || (ip.is_some() && ip != row.last_seen_ip) {
+            self.store.touch_device(&row.localpart, &row.device_id, now, ip.as_deref()).await.map_err(storage)?;
         }
         Ok(Session { user_id: self.user_id(&row.localpart)?, device_id: row.device_id.into(), is_admin: row.is_admin })
     }
@@ -242,6 +253,7 @@ impl UserApi for UserApiService {
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
         refreshable: bool,
+        client_ip: Option<IpAddr>,
     ) -> MatrixResult<SessionTokens> {
         let localpart = self.local_localpart(user_id)?;
         let device_id = device_id.map(|d| d.to_string()).unwrap_or_else(credentials::new_device_id);
@@ -249,26 +261,23 @@ impl UserApi for UserApiService {
             return Err(MatrixError::invalid_param("device_id must be 1 to 255 bytes"));
         }
         let display_name = display_name.map(|n| truncate(n, limits::DEVICE_DISPLAY_NAME_BYTES_MAX));
-        let (tokens, hashes) = self.new_tokens(user_id, &device_id, refreshable);
+        let issued = self.issue_tokens(refreshable);
+        let ip = client_ip.map(|ip| ip.to_string());
         self.store
-            .open_device(localpart, &device_id, display_name.as_deref(), &hashes, now_ms())
+            .open_device(localpart, &device_id, display_name.as_deref(), &issued.hashes, now_ms(), ip.as_deref())
             .await
             .map_err(storage)?;
-        Ok(tokens)
+        Ok(issued.for_device(user_id.to_owned(), device_id.into()))
     }
 
     async fn refresh(&self, refresh_token: &str) -> MatrixResult<SessionTokens> {
-        // The user and device are only known after the lookup; the new tokens
-        // do not depend on them.
-        let (mut tokens, hashes) = self.new_tokens(&self.user_id("x")?, "x", true);
+        let issued = self.issue_tokens(true);
         let Some((localpart, device_id)) =
-            self.store.rotate_refresh_token(&token_hash(refresh_token), &hashes).await.map_err(storage)?
+            self.store.rotate_refresh_token(&token_hash(refresh_token), &issued.hashes).await.map_err(storage)?
         else {
             return Err(MatrixError::new(ErrorKind::UnknownToken { soft_logout: false }, "Unknown refresh token"));
         };
-        tokens.user_id = self.user_id(&localpart)?;
-        tokens.device_id = device_id.into();
-        Ok(tokens)
+        Ok(issued.for_device(self.user_id(&localpart)?, device_id.into()))
     }
 
     async fn logout(&self, session: &Session) -> MatrixResult<()> {
@@ -457,24 +466,38 @@ impl UserApi for UserApiService {
     }
 }
 
+/// Tokens just issued: the secrets for the client and the hashes to store.
+struct IssuedTokens {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in_ms: Option<u64>,
+    hashes: NewTokens,
+}
+
+impl IssuedTokens {
+    fn for_device(self, user_id: OwnedUserId, device_id: OwnedDeviceId) -> SessionTokens {
+        SessionTokens {
+            user_id,
+            device_id,
+            access_token: self.access_token,
+            refresh_token: self.refresh_token,
+            expires_in_ms: self.expires_in_ms,
+        }
+    }
+}
+
 impl UserApiService {
-    fn new_tokens(&self, user_id: &UserId, device_id: &str, refreshable: bool) -> (SessionTokens, NewTokens) {
+    /// New tokens; with a refresh token, the access token expires.
+    fn issue_tokens(&self, refreshable: bool) -> IssuedTokens {
         let access_token = credentials::new_token("nat");
         let refresh_token = refreshable.then(|| credentials::new_token("nrt"));
-        let lifetime = refreshable.then_some(self.settings.access_token_lifetime_ms);
+        let expires_in_ms = refreshable.then_some(self.settings.access_token_lifetime_ms);
         let hashes = NewTokens {
             access_hash: token_hash(&access_token),
-            access_expires_ts: lifetime.map(|l| now_ms() + l),
+            access_expires_ts: expires_in_ms.map(|l| now_ms() + l),
             refresh_hash: refresh_token.as_deref().map(token_hash),
         };
-        let tokens = SessionTokens {
-            user_id: user_id.to_owned(),
-            device_id: device_id.into(),
-            access_token,
-            refresh_token,
-            expires_in_ms: lifetime,
-        };
-        (tokens, hashes)
+        IssuedTokens { access_token, refresh_token, expires_in_ms, hashes }
     }
 }
 

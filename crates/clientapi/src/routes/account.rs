@@ -30,7 +30,7 @@ fn registration_disabled() -> MatrixError {
 /// The user name and password are checked before user-interactive
 /// authentication starts, so a client learns early that they will not do.
 pub(crate) async fn register(State(api): State<ClientApi>, req: Ruma<register::v3::Request>) -> MatrixResult<Response> {
-    let body = req.body;
+    let (body, client_ip) = (req.body, req.client_ip);
     if body.kind == RegistrationKind::Guest {
         return Err(MatrixError::new(ErrorKind::GuestAccessForbidden, "Guest access is disabled"));
     }
@@ -65,8 +65,9 @@ pub(crate) async fn register(State(api): State<ClientApi>, req: Ruma<register::v
         // ruma would serialize `"device_id": null`; the spec's answer has no device at all.
         return Ok(Json(json!({"user_id": user_id})).into_response());
     }
-    let tokens =
-        users.open_session(&user_id, body.device_id, body.initial_device_display_name, body.refresh_token).await?;
+    let tokens = users
+        .open_session(&user_id, body.device_id, body.initial_device_display_name, body.refresh_token, client_ip)
+        .await?;
     let mut response = register::v3::Response::new(tokens.user_id);
     response.access_token = Some(tokens.access_token);
     response.device_id = Some(tokens.device_id);

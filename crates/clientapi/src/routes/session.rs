@@ -23,6 +23,7 @@ pub(crate) async fn login(
     State(api): State<ClientApi>,
     req: Ruma<login::v3::Request>,
 ) -> MatrixResult<RumaResponse<login::v3::Response>> {
+    let client_ip = req.client_ip;
     let login::v3::Request { login_info, device_id, initial_device_display_name, refresh_token, .. } = req.body;
     let LoginInfo::Password(password) = login_info else {
         return Err(MatrixError::new(ErrorKind::BadRequest, "unsupported login type"));
@@ -37,7 +38,8 @@ pub(crate) async fn login(
     let user_id =
         api.users().resolve_user(&user).ok_or_else(|| MatrixError::forbidden("Invalid username or password"))?;
     api.users().check_password(&user_id, &password.password).await?;
-    let tokens = api.users().open_session(&user_id, device_id, initial_device_display_name, refresh_token).await?;
+    let tokens =
+        api.users().open_session(&user_id, device_id, initial_device_display_name, refresh_token, client_ip).await?;
     tracing::info!(user_id = %tokens.user_id, device_id = %tokens.device_id, "logged in");
 
     let mut response = login::v3::Response::new(tokens.user_id, tokens.access_token, tokens.device_id);

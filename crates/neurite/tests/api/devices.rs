@@ -17,6 +17,7 @@ async fn list_get_and_rename() {
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0]["device_id"], json!(alice.device_id));
     assert!(devices[0]["last_seen_ts"].as_u64().unwrap() > 0);
+    assert_eq!(devices[0]["last_seen_ip"], json!("127.0.0.1"));
 
     let path = format!("/_matrix/client/v3/devices/{}", alice.device_id);
     server.put(&path, token, json!({"display_name": "Work laptop"})).await.ok();

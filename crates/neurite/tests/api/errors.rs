@@ -25,11 +25,11 @@ async fn missing_and_unknown_tokens_are_401() {
     let unknown = server.get(whoami, Some("nat_not_a_real_token")).await;
     unknown.expect_error(401, "M_UNKNOWN_TOKEN");
     assert_eq!(unknown.body["soft_logout"], json!(false));
-    // A malformed Authorization header is an unknown token, not a missing one.
+    // Another Authorization scheme is no access token at all.
     server
         .raw(Method::GET, whoami, &[("Authorization", "Basic abc")], vec![])
         .await
-        .expect_error(401, "M_UNKNOWN_TOKEN");
+        .expect_error(401, "M_MISSING_TOKEN");
     // The query parameter works too.
     let alice = server.register("alice").await;
     let body = server.get(&format!("{whoami}?access_token={}", alice.access_token), None).await.ok().clone();
@@ -113,6 +113,68 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert!(limited.headers.contains_key("retry-after"));
     // Endpoints the spec does not rate-limit still answer.
     server.get("/_matrix/client/versions", None).await.ok();
+}
+
+#[tokio::test]
+async fn made_up_tokens_do_not_escape_the_rate_limit() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limits = neurite_core::config::Switch::On;
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    // /login takes no token: whatever Authorization says, the bucket is the client address's.
+    let body = json!({"type": "m.login.password", "user": "nobody", "password": "wrong-password"}).to_string();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let auth = format!("Bearer made-up-{i}");
+        let answer = server
+            .raw(Method::POST, "/_matrix/client/v3/login", &[("Authorization", &auth)], body.clone().into_bytes())
+            .await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn authenticated_requests_are_limited_per_user() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limits = neurite_core::config::Switch::On;
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 5;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let second_device = server.login("alice", neurite_test::PASSWORD).await;
+    let mut limited = false;
+    for i in 0..8 {
+        let token = if i % 2 == 0 { &alice.access_token } else { &second_device.access_token };
+        let answer = server.get("/_matrix/client/v3/account/whoami", Some(token)).await;
+        if answer.status.as_u16() == 429 {
+            answer.expect_error(429, "M_LIMIT_EXCEEDED");
+            limited = true;
+            break;
+        }
+        answer.ok();
+    }
+    assert!(limited, "two devices of one user share the user's bucket");
+}
+
+#[tokio::test]
+async fn endpoints_without_tokens_ignore_the_authorization_header() {
+    let server = TestServer::start().await;
+    for header in ["Basic dXNlcjpwYXNz", "Bearer not-a-token"] {
+        let answer = server.raw(Method::GET, "/_matrix/client/v3/login", &[("Authorization", header)], vec![]).await;
+        assert_eq!(answer.status.as_u16(), 200, "{header}");
+    }
+    // /versions takes an optional token: another scheme is no token, but a
+    // bearer token that is given must be valid.
+    let answer =
+        server.raw(Method::GET, "/_matrix/client/versions", &[("Authorization", "Basic dXNlcjpwYXNz")], vec![]).await;
+    assert_eq!(answer.status.as_u16(), 200);
+    let answer =
+        server.raw(Method::GET, "/_matrix/client/versions", &[("Authorization", "Bearer not-a-token")], vec![]).await;
+    answer.expect_error(401, "M_UNKNOWN_TOKEN");
 }
 
 #[tokio::test]

@@ -9,4 +9,6 @@ mod errors;
 mod filters;
 mod profile;
 mod register;
+mod robustness;
+mod secrets;
 mod session;

@@ -22,6 +22,8 @@ pub(crate) struct TokenRow {
     pub expires_ts: Option<u64>,
     pub is_admin: bool,
     pub retires_refresh_hash: Option<Vec<u8>>,
+    pub last_seen_ts: u64,
+    pub last_seen_ip: Option<String>,
 }
 
 /// A device row.
@@ -90,6 +92,15 @@ pub(crate) trait UserStore: Send + Sync {
         display_name: Option<&str>,
         tokens: &NewTokens,
         now: u64,
+        ip: Option<&str>,
+    ) -> Result<(), StorageError>;
+    /// Records that a device was used at `now` from `ip`.
+    async fn touch_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        now: u64,
+        ip: Option<&str>,
     ) -> Result<(), StorageError>;
     async fn access_token(&self, hash: &[u8]) -> Result<Option<TokenRow>, StorageError>;
     /// Revokes the refresh token `retired` that `access_hash` made obsolete by being used.

@@ -145,6 +145,7 @@ impl UserStore for SqliteUserStore {
                 )?;
                 tx.execute("DELETE FROM userapi_devices WHERE localpart = ?1", [&localpart])?;
                 tx.execute("DELETE FROM userapi_profiles WHERE localpart = ?1", [&localpart])?;
+                tx.execute("DELETE FROM userapi_filters WHERE localpart = ?1", [&localpart])?;
                 Ok(())
             })
             .await
@@ -157,20 +158,26 @@ impl UserStore for SqliteUserStore {
         display_name: Option<&str>,
         tokens: &NewTokens,
         now: u64,
+        ip: Option<&str>,
     ) -> Result<(), StorageError> {
-        let (localpart, device_id, name, tokens) =
-            (localpart.to_owned(), device_id.to_owned(), display_name.map(str::to_owned), tokens.clone());
+        let (localpart, device_id, name, tokens, ip) = (
+            localpart.to_owned(),
+            device_id.to_owned(),
+            display_name.map(str::to_owned),
+            tokens.clone(),
+            ip.map(str::to_owned),
+        );
         self.pool
             .write(move |tx| {
                 let updated = tx.execute(
-                    "UPDATE userapi_devices SET last_seen_ts = ?3 WHERE localpart = ?1 AND device_id = ?2",
-                    params![localpart, device_id, now as i64],
+                    "UPDATE userapi_devices SET last_seen_ts = ?3, last_seen_ip = ?4 WHERE localpart = ?1 AND device_id = ?2",
+                    params![localpart, device_id, now as i64, ip],
                 )?;
                 if updated == 0 {
                     tx.execute(
-                        "INSERT INTO userapi_devices (localpart, device_id, display_name, created_ts, last_seen_ts)
-                         VALUES (?1, ?2, ?3, ?4, ?4)",
-                        params![localpart, device_id, name, now as i64],
+                        "INSERT INTO userapi_devices (localpart, device_id, display_name, created_ts, last_seen_ts, last_seen_ip)
+                         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                        params![localpart, device_id, name, now as i64, ip],
                     )?;
                 } else {
                     // Spec: reusing a device ID invalidates the tokens it had.
@@ -194,8 +201,11 @@ impl UserStore for SqliteUserStore {
             .read(move |tx| {
                 Ok(tx
                     .query_row(
-                        "SELECT t.localpart, t.device_id, t.expires_ts, a.is_admin, t.retires_refresh_hash
-                         FROM userapi_access_tokens t JOIN userapi_accounts a ON a.localpart = t.localpart
+                        "SELECT t.localpart, t.device_id, t.expires_ts, a.is_admin, t.retires_refresh_hash,
+                                d.last_seen_ts, d.last_seen_ip
+                         FROM userapi_access_tokens t
+                         JOIN userapi_accounts a ON a.localpart = t.localpart
+                         JOIN userapi_devices d ON d.localpart = t.localpart AND d.device_id = t.device_id
                          WHERE t.token_hash = ?1 AND a.deactivated = 0",
                         [&hash],
                         |r| {
@@ -205,10 +215,32 @@ impl UserStore for SqliteUserStore {
                                 expires_ts: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                                 is_admin: r.get(3)?,
                                 retires_refresh_hash: r.get(4)?,
+                                last_seen_ts: r.get::<_, i64>(5)? as u64,
+                                last_seen_ip: r.get(6)?,
                             })
                         },
                     )
                     .optional()?)
+            })
+            .await
+    }
+
+    async fn touch_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        now: u64,
+        ip: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let (localpart, device_id, ip) = (localpart.to_owned(), device_id.to_owned(), ip.map(str::to_owned));
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE userapi_devices SET last_seen_ts = ?3, last_seen_ip = COALESCE(?4, last_seen_ip)
+                     WHERE localpart = ?1 AND device_id = ?2",
+                    params![localpart, device_id, now as i64, ip],
+                )?;
+                Ok(())
             })
             .await
     }
