@@ -72,6 +72,15 @@ impl<T> Ruma<T> {
     pub fn session(&self) -> &Session {
         self.session.as_ref().expect("the extractor requires a token for this endpoint")
     }
+
+    /// 403 `M_FORBIDDEN` unless `owner` is the requesting user: for another
+    /// user's filters, profile, and the like (`what` names the resource).
+    pub fn require_owner(&self, owner: &ruma::UserId, what: &str) -> neurite_core::MatrixResult<()> {
+        if self.session().user_id != owner {
+            return Err(MatrixError::forbidden(format!("You cannot use another user's {what}")));
+        }
+        Ok(())
+    }
 }
 
 /// The access token of a request: `Authorization: Bearer <token>` or

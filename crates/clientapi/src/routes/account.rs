@@ -18,6 +18,7 @@ use ruma::api::client::account::{
 use ruma::api::client::uiaa::AuthType;
 use serde_json::json;
 
+use super::confirm_password;
 use crate::{ClientApi, Ruma};
 
 fn registration_disabled() -> MatrixError {
@@ -128,14 +129,7 @@ pub(crate) async fn change_password(
 ) -> MatrixResult<RumaResponse<change_password::v3::Response>> {
     let session = require_token(&req)?;
     api.users().check_password_policy(&req.body.new_password)?;
-    api.users()
-        .user_interactive_auth(UiaRequest {
-            purpose: format!("password:{}", session.user_id),
-            flows: vec![vec![AuthType::Password]],
-            auth: req.body.auth.as_ref(),
-            user_id: Some(&session.user_id),
-        })
-        .await?;
+    confirm_password(&api, session, "password", req.body.auth.as_ref()).await?;
     let keep_device = req.body.logout_devices.then_some(&*session.device_id);
     api.users().set_password(&session.user_id, &req.body.new_password, keep_device).await?;
     Ok(RumaResponse(change_password::v3::Response::new()))
@@ -148,14 +142,7 @@ pub(crate) async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> MatrixResult<RumaResponse<deactivate::v3::Response>> {
     let session = require_token(&req)?;
-    api.users()
-        .user_interactive_auth(UiaRequest {
-            purpose: format!("deactivate:{}", session.user_id),
-            flows: vec![vec![AuthType::Password]],
-            auth: req.body.auth.as_ref(),
-            user_id: Some(&session.user_id),
-        })
-        .await?;
+    confirm_password(&api, session, "deactivate", req.body.auth.as_ref()).await?;
     api.users().deactivate(&session.user_id).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
 }

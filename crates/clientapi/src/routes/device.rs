@@ -3,11 +3,10 @@
 use axum::extract::State;
 use neurite_core::http::RumaResponse;
 use neurite_core::{MatrixError, MatrixResult};
-use neurite_userapi::{Session, UiaRequest};
 use ruma::api::client::device::{Device, delete_device, delete_devices, get_device, get_devices, update_device};
-use ruma::api::client::uiaa::{AuthData, AuthType};
 use ruma::{MilliSecondsSinceUnixEpoch, UInt};
 
+use super::confirm_password;
 use crate::{ClientApi, Ruma};
 
 fn to_ruma(d: neurite_userapi::Device) -> Device {
@@ -54,19 +53,6 @@ pub(crate) async fn update(
     Ok(RumaResponse(update_device::v3::Response::new()))
 }
 
-/// User-interactive authentication with the user's password, for deleting devices.
-async fn authorize_deletion(api: &ClientApi, session: &Session, auth: Option<&AuthData>) -> MatrixResult<()> {
-    api.users()
-        .user_interactive_auth(UiaRequest {
-            purpose: format!("delete_devices:{}", session.user_id),
-            flows: vec![vec![AuthType::Password]],
-            auth,
-            user_id: Some(&session.user_id),
-        })
-        .await?;
-    Ok(())
-}
-
 /// # `DELETE /_matrix/client/v3/devices/{deviceId}`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#delete_matrixclientv3devicesdeviceid)
 pub(crate) async fn delete(
@@ -74,7 +60,7 @@ pub(crate) async fn delete(
     req: Ruma<delete_device::v3::Request>,
 ) -> MatrixResult<RumaResponse<delete_device::v3::Response>> {
     let session = req.session();
-    authorize_deletion(&api, session, req.body.auth.as_ref()).await?;
+    confirm_password(&api, session, "delete_devices", req.body.auth.as_ref()).await?;
     api.users().delete_devices(&session.user_id, std::slice::from_ref(&req.body.device_id)).await?;
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
@@ -86,7 +72,7 @@ pub(crate) async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> MatrixResult<RumaResponse<delete_devices::v3::Response>> {
     let session = req.session();
-    authorize_deletion(&api, session, req.body.auth.as_ref()).await?;
+    confirm_password(&api, session, "delete_devices", req.body.auth.as_ref()).await?;
     api.users().delete_devices(&session.user_id, &req.body.devices).await?;
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

@@ -7,13 +7,6 @@ use ruma::api::client::filter::{EventFormat, FilterDefinition, create_filter, ge
 
 use crate::{ClientApi, Ruma};
 
-fn own_filters<T>(req: &Ruma<T>, user_id: &ruma::UserId) -> MatrixResult<()> {
-    if req.session().user_id != user_id {
-        return Err(MatrixError::forbidden("You cannot use another user's filters"));
-    }
-    Ok(())
-}
-
 /// # `POST /_matrix/client/v3/user/{userId}/filter`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3useruseridfilter)
 ///
@@ -24,7 +17,7 @@ pub(crate) async fn create(
     State(api): State<ClientApi>,
     req: Ruma<create_filter::v3::Request>,
 ) -> MatrixResult<RumaResponse<create_filter::v3::Response>> {
-    own_filters(&req, &req.body.user_id)?;
+    req.require_owner(&req.body.user_id, "filters")?;
     if !matches!(req.body.filter.event_format, EventFormat::Client | EventFormat::Federation) {
         return Err(MatrixError::invalid_param("event_format must be 'client' or 'federation'"));
     }
@@ -39,7 +32,7 @@ pub(crate) async fn get(
     State(api): State<ClientApi>,
     req: Ruma<get_filter::v3::Request>,
 ) -> MatrixResult<RumaResponse<get_filter::v3::Response>> {
-    own_filters(&req, &req.body.user_id)?;
+    req.require_owner(&req.body.user_id, "filters")?;
     let filter = api
         .users()
         .filter(&req.body.user_id, &req.body.filter_id)

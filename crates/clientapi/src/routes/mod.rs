@@ -14,6 +14,28 @@ use neurite_core::http::stable_paths;
 use ruma::api::IncomingRequest;
 
 use crate::ClientApi;
+use neurite_core::MatrixResult;
+use neurite_userapi::{Session, UiaRequest};
+use ruma::api::client::uiaa::{AuthData, AuthType};
+
+/// User-interactive authentication with the user's own password, for the
+/// endpoints that must confirm it is really them (`purpose` names the endpoint).
+async fn confirm_password(
+    api: &ClientApi,
+    session: &Session,
+    purpose: &str,
+    auth: Option<&AuthData>,
+) -> MatrixResult<()> {
+    api.users()
+        .user_interactive_auth(UiaRequest {
+            purpose: format!("{purpose}:{}", session.user_id),
+            flows: vec![vec![AuthType::Password]],
+            auth,
+            user_id: Some(&session.user_id),
+        })
+        .await?;
+    Ok(())
+}
 
 /// Registers a handler under every stable path (`r0` and `v3` alike) that
 /// ruma knows for the request type `R`, with `R`'s method.

@@ -4,7 +4,6 @@
 use axum::extract::State;
 use neurite_core::http::RumaResponse;
 use neurite_core::{MatrixError, MatrixResult};
-use ruma::UserId;
 use ruma::api::client::profile::{
     ProfileFieldValue, delete_profile_field, get_profile, get_profile_field, set_profile_field,
 };
@@ -13,13 +12,6 @@ use crate::{ClientApi, Ruma};
 
 fn not_found() -> MatrixError {
     MatrixError::not_found("Profile not found")
-}
-
-fn own_profile<T>(req: &Ruma<T>, user_id: &UserId) -> MatrixResult<()> {
-    if req.session().user_id != user_id {
-        return Err(MatrixError::forbidden("You cannot change another user's profile"));
-    }
-    Ok(())
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
@@ -51,7 +43,7 @@ pub(crate) async fn set_field(
     State(api): State<ClientApi>,
     req: Ruma<set_profile_field::v3::Request>,
 ) -> MatrixResult<RumaResponse<set_profile_field::v3::Response>> {
-    own_profile(&req, &req.body.user_id)?;
+    req.require_owner(&req.body.user_id, "profile")?;
     let value = &req.body.value;
     // An empty avatar URL clears the avatar; anything else must be an MXC URI.
     if let ProfileFieldValue::AvatarUrl(uri) = value
@@ -71,7 +63,7 @@ pub(crate) async fn delete_field(
     State(api): State<ClientApi>,
     req: Ruma<delete_profile_field::v3::Request>,
 ) -> MatrixResult<RumaResponse<delete_profile_field::v3::Response>> {
-    own_profile(&req, &req.body.user_id)?;
+    req.require_owner(&req.body.user_id, "profile")?;
     api.users().set_profile_field(&req.body.user_id, req.body.field.as_str(), None).await?;
     Ok(RumaResponse(delete_profile_field::v3::Response::new()))
 }
