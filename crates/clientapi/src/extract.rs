@@ -148,7 +148,12 @@ where
         }
 
         let body = read_body(body, api.config().max_request_bytes).await?;
-        let args: Vec<&str> = path.iter().map(|(_, value)| value).collect();
+        let mut args: Vec<&str> = path.iter().map(|(_, value)| value).collect();
+        // An empty last path parameter (a state key) is served by a route without
+        // it, e.g. `/state/m.room.name` or `/state/m.room.name/`: pad it back.
+        while args.len() < T::_path_parameters().len() {
+            args.push("");
+        }
         let body = parse_request::<T>(&parts.method, &parts.uri, &parts.headers, &body, &args)?;
         Ok(Self { body, session, client_ip })
     }

@@ -14,6 +14,7 @@ mod routes;
 use std::sync::Arc;
 
 use neurite_core::Config;
+use neurite_roomserver::{RoomserverInput, RoomserverQuery};
 use neurite_userapi::UserApi;
 
 pub use extract::Ruma;
@@ -28,15 +29,32 @@ pub struct ClientApi {
 
 struct Inner {
     users: Arc<dyn UserApi>,
+    room_input: Arc<dyn RoomserverInput>,
+    rooms: Arc<dyn RoomserverQuery>,
     config: Arc<Config>,
     limiter: Option<RateLimiter>,
 }
 
 impl ClientApi {
     /// Builds the client API over the given components; rate limits follow `config`.
-    pub fn new(users: Arc<dyn UserApi>, config: Arc<Config>) -> Self {
+    pub fn new(
+        users: Arc<dyn UserApi>,
+        room_input: Arc<dyn RoomserverInput>,
+        rooms: Arc<dyn RoomserverQuery>,
+        config: Arc<Config>,
+    ) -> Self {
         let limiter = RateLimiter::from_config(&config);
-        Self { inner: Arc::new(Inner { users, config, limiter }) }
+        Self { inner: Arc::new(Inner { users, room_input, rooms, config, limiter }) }
+    }
+
+    /// The room server's writer side.
+    pub(crate) fn room_input(&self) -> &dyn RoomserverInput {
+        &*self.inner.room_input
+    }
+
+    /// The room server's queries.
+    pub(crate) fn rooms(&self) -> &dyn RoomserverQuery {
+        &*self.inner.rooms
     }
 
     /// The userapi.

@@ -54,6 +54,12 @@ pub enum ErrorKind {
     WeakPassword,
     /// `M_GUEST_ACCESS_FORBIDDEN`: guests may not do this.
     GuestAccessForbidden,
+    /// `M_UNSUPPORTED_ROOM_VERSION`: the server cannot create a room of that version.
+    UnsupportedRoomVersion,
+    /// `M_INVALID_ROOM_STATE`: the initial state given to `createRoom` is invalid.
+    InvalidRoomState,
+    /// `M_BAD_STATE`: the state change cannot be made, e.g. unbanning a user who is not banned.
+    BadState,
     /// `M_UNKNOWN` with status 400: a bad request no other code describes.
     BadRequest,
     /// `M_UNKNOWN` with status 500: a fault on our side; details are logged, never sent.
@@ -84,6 +90,9 @@ impl ErrorKind {
             Self::TooLarge => "M_TOO_LARGE",
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            Self::BadState => "M_BAD_STATE",
             Self::BadRequest | Self::Internal => "M_UNKNOWN",
             Self::UiaRequired(_) => "M_FORBIDDEN",
         }
@@ -102,6 +111,9 @@ impl ErrorKind {
             | Self::MissingParam
             | Self::InvalidParam
             | Self::WeakPassword
+            | Self::UnsupportedRoomVersion
+            | Self::InvalidRoomState
+            | Self::BadState
             | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,

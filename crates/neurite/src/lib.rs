@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use neurite_clientapi::{ClientApi, RateLimiter};
 use neurite_core::Config;
+use neurite_log::SqliteLog;
+use neurite_roomserver::{Roomserver, Signer};
 use neurite_storage::sqlite::SqlitePool;
 use neurite_userapi::UserApiService;
 use tokio::net::TcpListener;
@@ -61,8 +63,8 @@ pub struct Server {
     pub config: Arc<Config>,
     /// The userapi (also used by the CLI's account commands).
     pub users: UserApiService,
-    /// The server's ed25519 signing key.
-    pub signing_key: SigningKey,
+    /// The room server.
+    pub roomserver: Roomserver,
     router: axum::Router,
     limiter: Option<RateLimiter>,
 }
@@ -84,16 +86,26 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     std::fs::remove_file(&probe).map_err(|e| dir_error(&e))?;
 
     let signing_key = SigningKey::load_or_create(dir)?;
+    let signer = Signer { server_name: config.server_name(), key: signing_key.pair };
 
     let db_path = dir.join(DATABASE_FILE);
     let db_error = |e: &dyn std::fmt::Display| StartupError::Database { path: db_path.clone(), reason: e.to_string() };
     let pool = SqlitePool::open(&db_path).map_err(|e| db_error(&e))?;
-    let users = UserApiService::open_sqlite(pool, &config).await.map_err(|e| db_error(&e))?;
+    // Invariant: one pool, so one writer connection, for every component on
+    // the embedded database.
+    let users = UserApiService::open_sqlite(pool.clone(), &config).await.map_err(|e| db_error(&e))?;
+    let log: Arc<dyn neurite_log::Log> = Arc::new(SqliteLog::open(pool.clone()).await.map_err(|e| db_error(&e))?);
+    let roomserver = Roomserver::start(pool, log, signer).await.map_err(|e| db_error(&e))?;
 
-    let client_api = ClientApi::new(Arc::new(users.clone()), config.clone());
+    let client_api = ClientApi::new(
+        Arc::new(users.clone()),
+        Arc::new(roomserver.clone()),
+        Arc::new(roomserver.clone()),
+        config.clone(),
+    );
     let limiter = client_api.limiter().cloned();
     let router = http::app(&config, neurite_clientapi::router(client_api));
-    Ok(Server { config, users, signing_key, router, limiter })
+    Ok(Server { config, users, roomserver, router, limiter })
 }
 
 /// Creates the data folder (and parents) if absent; the folder itself is

@@ -1,10 +1,14 @@
 //! The client API's routes, one module per area of the spec.
 
 mod account;
+mod create_room;
 mod device;
 mod discovery;
+mod events;
 mod filter;
+mod membership;
 mod profile;
+mod rooms;
 mod session;
 
 use axum::Router;
@@ -41,6 +45,9 @@ async fn confirm_password(
 /// ruma knows for the request type `R`, with `R`'s method.
 trait RouterExt {
     fn ruma<R: IncomingRequest, H: Handler<T, ClientApi>, T: 'static>(self, handler: H) -> Self;
+    /// Also serves `R` where its last path parameter is empty: without it,
+    /// and with a trailing slash (`/state/m.room.name`, `/state/m.room.name/`).
+    fn ruma_empty_last<R: IncomingRequest, H: Handler<T, ClientApi>, T: 'static>(self, handler: H) -> Self;
 }
 
 impl RouterExt for Router<ClientApi> {
@@ -51,11 +58,24 @@ impl RouterExt for Router<ClientApi> {
         }
         self
     }
+
+    fn ruma_empty_last<R: IncomingRequest, H: Handler<T, ClientApi>, T: 'static>(mut self, handler: H) -> Self {
+        let method = MethodFilter::try_from(R::METHOD).expect("ruma endpoints use standard methods");
+        for path in stable_paths::<R>() {
+            let (without, _) = path.rsplit_once('/').expect("ruma paths have segments");
+            self = self.route(without, on(method, handler.clone()));
+            self = self.route(&format!("{without}/"), on(method, handler.clone()));
+        }
+        self.ruma::<R, H, T>(handler)
+    }
 }
 
 /// All client API routes, with their state.
 pub fn router(api: ClientApi) -> Router {
-    use ruma::api::client::{account as a, device as d, discovery as disc, filter as f, profile as p, session as s};
+    use ruma::api::client::{
+        account as a, device as d, discovery as disc, filter as f, membership as m, message as msg, profile as p,
+        redact as red, room as r, session as s, state as st,
+    };
     Router::new()
         .ruma::<disc::get_supported_versions::Request, _, _>(discovery::versions)
         .ruma::<disc::discover_homeserver::Request, _, _>(discovery::well_known)
@@ -82,5 +102,22 @@ pub fn router(api: ClientApi) -> Router {
         .ruma::<p::delete_profile_field::v3::Request, _, _>(profile::delete_field)
         .ruma::<f::create_filter::v3::Request, _, _>(filter::create)
         .ruma::<f::get_filter::v3::Request, _, _>(filter::get)
+        .ruma::<r::create_room::v3::Request, _, _>(create_room::create_room)
+        .ruma::<m::join_room_by_id_or_alias::v3::Request, _, _>(membership::join_by_id_or_alias)
+        .ruma::<m::join_room_by_id::v3::Request, _, _>(membership::join_by_id)
+        .ruma::<m::leave_room::v3::Request, _, _>(membership::leave)
+        .ruma::<m::invite_user::v3::Request, _, _>(membership::invite)
+        .ruma::<m::kick_user::v3::Request, _, _>(membership::kick)
+        .ruma::<m::ban_user::v3::Request, _, _>(membership::ban)
+        .ruma::<m::unban_user::v3::Request, _, _>(membership::unban)
+        .ruma::<m::joined_rooms::v3::Request, _, _>(membership::joined)
+        .ruma::<m::get_member_events::v3::Request, _, _>(membership::members)
+        .ruma::<m::joined_members::v3::Request, _, _>(membership::joined_members_of)
+        .ruma::<msg::send_message_event::v3::Request, _, _>(events::send)
+        .ruma::<red::redact_event::v3::Request, _, _>(events::redact)
+        .ruma::<r::get_room_event::v3::Request, _, _>(events::get_event)
+        .ruma_empty_last::<st::send_state_event::v3::Request, _, _>(events::put_state)
+        .ruma_empty_last::<st::get_state_event_for_key::v3::Request, _, _>(events::get_state)
+        .ruma::<st::get_state_events::v3::Request, _, _>(events::get_all_state)
         .with_state(api)
 }

@@ -10,5 +10,6 @@ mod filters;
 mod profile;
 mod register;
 mod robustness;
+mod rooms;
 mod secrets;
 mod session;

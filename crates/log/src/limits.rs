@@ -1,0 +1,51 @@
+//! The log's limits, each named `<noun>_<unit>_max` with the reason for its value.
+
+/// Largest payload of one record, in bytes. Mirrors NATS's default
+/// `max_payload` (1 MiB), so a record the in-process log accepts is one the
+/// JetStream implementation accepts too; a PDU is at most 64 KiB anyway.
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// Longest record key, in bytes: keys are room IDs, which the spec caps at 255 bytes.
+pub const KEY_BYTES_MAX: usize = 255;
+
+/// Longest de-duplication ID, in bytes: they are event IDs or transaction
+/// IDs, which the spec caps at 255 bytes.
+pub const DEDUP_ID_BYTES_MAX: usize = 255;
+
+/// Longest topic or subscription name, in bytes. Names are chosen in code
+/// (`input.room_event`, `roomserver`); the bound keeps them usable as NATS
+/// stream, subject and durable consumer names.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// Default bound on a topic's backlog, in records: published but not yet
+/// acknowledged by its slowest subscription. A publisher waits at the bound,
+/// so a slow consumer slows its producers instead of letting the topic grow
+/// without limit; 10 000 room events is seconds of work for the room server.
+pub const BACKLOG_RECORDS_MAX: u64 = 10_000;
+
+/// Most records one `Subscription::next` returns, whatever the caller asks:
+/// enough to amortise a read transaction, few enough to keep one batch small.
+pub const SUBSCRIPTION_BATCH_RECORDS_MAX: usize = 256;
+
+/// Most payload bytes one `Subscription::next` returns (it always returns at
+/// least one record, which may alone be up to [`RECORD_BYTES_MAX`]).
+pub const SUBSCRIPTION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Length of the queue between publishers and the SQLite log's writer task.
+/// Publishers beyond it wait to enqueue; it bounds the memory held by
+/// records accepted but not yet committed.
+pub const PUBLISH_QUEUE_LEN_MAX: usize = 256;
+
+/// Most records the SQLite writer task commits in one transaction. Group
+/// commit is where publish throughput comes from (one `synchronous=FULL`
+/// fsync per batch instead of per record).
+pub const PUBLISH_BATCH_RECORDS_MAX: usize = 256;
+
+/// Most payload bytes the SQLite writer task puts in one transaction (it
+/// always takes at least one record), so one batch never holds the writer
+/// connection for long.
+pub const PUBLISH_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Most records `SqliteLog::prune` deletes in one transaction; it loops
+/// over as many transactions as it needs, letting publishes in between.
+pub const PRUNE_BATCH_RECORDS_MAX: u64 = 10_000;

@@ -1,0 +1,362 @@
+//! The in-process log on the embedded SQLite database.
+//!
+//! Records and subscription positions live in `log_*` tables of the shared
+//! database; everything else is in memory and rebuilt at open:
+//! - per topic, a `watch` carrying the last committed offset, which wakes
+//!   waiting `next` calls (no polling, no sleeps);
+//! - per topic, each subscription's position (in memory it may run ahead of
+//!   the stored one, see [`subscription`]) and a `Notify` that acknowledgements
+//!   signal, on which publishers wait while the backlog is full;
+//! - one writer task that commits queued publishes in batches (group commit).
+//!
+//! Invariant: one process owns the log. Another process writing the tables
+//! would not wake this one's subscribers or count towards its backlog.
+
+mod subscription;
+mod writer;
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use async_trait::async_trait;
+use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::{Migration, StorageError};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::api::{Log, LogError, Subscription, check_record, check_subscription_name, check_topic};
+use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX, PUBLISH_QUEUE_LEN_MAX};
+use subscription::SubscriptionShared;
+
+static MIGRATIONS: &[Migration] = &[("0001_create_log", include_str!("../../migrations/sqlite/0001_create_log.sql"))];
+
+/// The in-process, durable log on an SQLite pool: cheap to clone, one writer
+/// task shared by the clones.
+///
+/// Backpressure counts the subscriptions stored for a topic, open in this
+/// process or not: a topic's records are kept for each of them, so a
+/// subscription whose consumer is gone for good must be removed with
+/// [`Log::unsubscribe`]. A topic with no subscription has no bound (nothing
+/// would ever acknowledge its records); so the server must open its
+/// subscriptions before it accepts requests, which bounds the input topic
+/// from the first publish on. The first subscription ever opened on a topic
+/// starts at its oldest record, so nothing published before it is missed.
+#[derive(Clone)]
+pub struct SqliteLog {
+    shared: Arc<Shared>,
+    publishes: mpsc::Sender<writer::PublishRequest>,
+}
+
+struct Shared {
+    pool: SqlitePool,
+    backlog_records_max: u64,
+    // Topics are few and named in code: the map grows only with the names used.
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    // Serialises subscribe and unsubscribe, so the stored subscriptions and
+    // the in-memory ones cannot disagree after two concurrent calls.
+    subscriptions_lock: tokio::sync::Mutex<()>,
+}
+
+/// The in-memory side of one topic.
+pub(crate) struct Topic {
+    name: String,
+    /// The last committed offset. Invariant: updated only after the commit
+    /// that appended the record, so a reader woken by it finds the record.
+    latest: watch::Sender<u64>,
+    state: Mutex<TopicState>,
+    /// Signalled whenever the backlog may have shrunk: a position advanced, a
+    /// reservation ended, a subscription opened or was removed.
+    space: Notify,
+}
+
+#[derive(Default)]
+struct TopicState {
+    /// Publishes admitted past the backlog check but not yet committed.
+    reserved: u64,
+    /// Every stored subscription of the topic, by name.
+    subscriptions: HashMap<String, SubscriptionSlot>,
+}
+
+struct SubscriptionSlot {
+    /// Every record up to here is acknowledged (in memory; at least the stored position).
+    position: u64,
+    /// The handle that owns the name in this process, if one was opened.
+    /// Weak: the handle holds its topic, so a strong reference here would
+    /// be a cycle keeping both (and the pool) alive after the log is dropped.
+    open: Weak<SubscriptionShared>,
+}
+
+impl TopicState {
+    /// Records published or admitted but not acknowledged by the slowest
+    /// subscription; `None` without subscriptions (no bound).
+    fn backlog(&self, latest: u64) -> Option<u64> {
+        let slowest = self.subscriptions.values().map(|s| s.position).min()?;
+        Some((latest + self.reserved).saturating_sub(slowest))
+    }
+}
+
+/// A publish admitted under the backlog bound; dropping it (after the commit,
+/// or if the publish is abandoned) gives the room back.
+pub(crate) struct Reservation {
+    topic: Arc<Topic>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock(&self.topic.state).reserved -= 1;
+        self.topic.space.notify_waiters();
+    }
+}
+
+/// Locks a mutex that guards plain bookkeeping: a panic elsewhere cannot
+/// leave it half-updated in a way later code relies on, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Topic {
+    fn new(name: String, latest: u64) -> Self {
+        Self {
+            name,
+            latest: watch::Sender::new(latest),
+            state: Mutex::new(TopicState::default()),
+            space: Notify::new(),
+        }
+    }
+
+    /// Waits until the backlog is under `max`, then admits one publish.
+    async fn reserve(self: &Arc<Self>, max: u64) -> Reservation {
+        loop {
+            let mut space = pin!(self.space.notified());
+            // Registered before the check, so a signal between the check and
+            // the await is not missed.
+            space.as_mut().enable();
+            {
+                let mut state = lock(&self.state);
+                let latest = *self.latest.borrow();
+                if state.backlog(latest).is_none_or(|backlog| backlog < max) {
+                    state.reserved += 1;
+                    return Reservation { topic: self.clone() };
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Raises the last committed offset to `offset` and wakes waiting readers.
+    fn committed(&self, offset: u64) {
+        self.latest.send_if_modified(|latest| {
+            let raised = offset > *latest;
+            if raised {
+                *latest = offset;
+            }
+            raised
+        });
+    }
+}
+
+impl Shared {
+    /// The topic named `name`, created empty if this is its first use.
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        lock(&self.topics).entry(name.to_owned()).or_insert_with(|| Arc::new(Topic::new(name.to_owned(), 0))).clone()
+    }
+}
+
+impl SqliteLog {
+    /// Runs the log's migrations on `pool`, loads its topics and starts its
+    /// writer task, with the default backlog bound [`BACKLOG_RECORDS_MAX`].
+    ///
+    /// # Errors
+    /// A migration or the loading query fails.
+    pub async fn open(pool: SqlitePool) -> Result<Self, LogError> {
+        Self::with_backlog_max(pool, BACKLOG_RECORDS_MAX).await
+    }
+
+    /// As [`SqliteLog::open`], bounding each topic's backlog at
+    /// `backlog_records_max` records (at least 1).
+    ///
+    /// # Errors
+    /// A migration or the loading query fails.
+    pub async fn with_backlog_max(pool: SqlitePool, backlog_records_max: u64) -> Result<Self, LogError> {
+        pool.migrate("log", MIGRATIONS).await?;
+        let (topics, subscriptions) = pool
+            .read(|tx| {
+                let topics = tx
+                    .prepare("SELECT topic, last_offset FROM log_topics")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let subscriptions = tx
+                    .prepare("SELECT topic, name, acked_offset FROM log_subscriptions")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StorageError>((topics, subscriptions))
+            })
+            .await?;
+        let mut map: HashMap<String, Arc<Topic>> = HashMap::new();
+        for (name, last_offset) in topics {
+            map.insert(name.clone(), Arc::new(Topic::new(name, to_offset(last_offset)?)));
+        }
+        for (topic, name, acked) in subscriptions {
+            let topic = map.entry(topic.clone()).or_insert_with(|| Arc::new(Topic::new(topic, 0)));
+            lock(&topic.state)
+                .subscriptions
+                .insert(name, SubscriptionSlot { position: to_offset(acked)?, open: Weak::new() });
+        }
+        let (publishes, queue) = mpsc::channel(PUBLISH_QUEUE_LEN_MAX);
+        // The task ends when the last clone of this log is dropped and the
+        // queue is drained.
+        tokio::spawn(writer::run(pool.clone(), queue));
+        let shared = Arc::new(Shared {
+            pool,
+            backlog_records_max: backlog_records_max.max(1),
+            topics: Mutex::new(map),
+            subscriptions_lock: tokio::sync::Mutex::new(()),
+        });
+        Ok(Self { shared, publishes })
+    }
+
+    /// Deletes the records of `topic` that every stored subscription has
+    /// acknowledged (by its stored position, so a crash can never need a
+    /// deleted record) and returns how many it deleted. A topic without
+    /// subscriptions keeps its records, for the first subscriber. Safe to
+    /// call at any time, e.g. periodically; offsets are never reused.
+    ///
+    /// # Errors
+    /// [`LogError::Invalid`] for a bad topic, [`LogError::Storage`].
+    pub async fn prune(&self, topic: &str) -> Result<u64, LogError> {
+        check_topic(topic)?;
+        let mut deleted = 0;
+        // Bounded: each pass deletes the oldest record and up to
+        // PRUNE_BATCH_RECORDS_MAX offsets after it, until it reaches the
+        // acknowledged position.
+        loop {
+            let topic = topic.to_owned();
+            let (count, done) = self
+                .shared
+                .pool
+                .write(move |tx| {
+                    let acked: Option<i64> = tx.query_row(
+                        "SELECT MIN(acked_offset) FROM log_subscriptions WHERE topic = ?1",
+                        [&topic],
+                        |r| r.get(0),
+                    )?;
+                    let first: Option<i64> =
+                        tx.query_row("SELECT MIN(offset) FROM log_records WHERE topic = ?1", [&topic], |r| r.get(0))?;
+                    let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, true)) };
+                    if first > acked {
+                        return Ok((0, true));
+                    }
+                    let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX as i64 - 1));
+                    let count =
+                        tx.execute("DELETE FROM log_records WHERE topic = ?1 AND offset <= ?2", (&topic, upto))?;
+                    Ok::<_, StorageError>((count as u64, upto == acked))
+                })
+                .await?;
+            deleted += count;
+            if done {
+                break;
+            }
+        }
+        tracing::debug!(topic, deleted, "pruned log records");
+        Ok(deleted)
+    }
+}
+
+/// An offset read back from the database, which stores them as `INTEGER`.
+fn to_offset(value: i64) -> Result<u64, StorageError> {
+    u64::try_from(value).map_err(|_| StorageError::Corrupt(format!("negative log offset {value}")))
+}
+
+#[async_trait]
+impl Log for SqliteLog {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>, dedup_id: Option<&str>) -> Result<u64, LogError> {
+        check_topic(topic)?;
+        check_record(key, &payload, dedup_id)?;
+        let topic = self.shared.topic(topic);
+        let reservation = topic.reserve(self.shared.backlog_records_max).await;
+        let (reply, answer) = oneshot::channel();
+        let request = writer::PublishRequest {
+            topic,
+            key: key.to_owned(),
+            payload,
+            dedup_id: dedup_id.map(str::to_owned),
+            reply,
+            reservation,
+        };
+        self.publishes.send(request).await.map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn subscribe(&self, topic: &str, name: &str) -> Result<Box<dyn Subscription>, LogError> {
+        check_topic(topic)?;
+        check_subscription_name(name)?;
+        let _serial = self.shared.subscriptions_lock.lock().await;
+        let (topic_name, sub_name) = (topic.to_owned(), name.to_owned());
+        let acked = self
+            .shared
+            .pool
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO log_subscriptions (topic, name, acked_offset) VALUES (?1, ?2, 0)
+                     ON CONFLICT (topic, name) DO NOTHING",
+                    (&topic_name, &sub_name),
+                )?;
+                let acked: i64 = tx.query_row(
+                    "SELECT acked_offset FROM log_subscriptions WHERE topic = ?1 AND name = ?2",
+                    (&topic_name, &sub_name),
+                    |r| r.get(0),
+                )?;
+                to_offset(acked)
+            })
+            .await?;
+        let topic = self.shared.topic(topic);
+        let shared = Arc::new(SubscriptionShared::new(topic.clone(), name.to_owned(), self.shared.pool.clone(), acked));
+        let replaced = {
+            let mut state = lock(&topic.state);
+            let slot = SubscriptionSlot { position: acked, open: Arc::downgrade(&shared) };
+            let replaced = state.subscriptions.insert(name.to_owned(), slot).and_then(|slot| slot.open.upgrade());
+            // Invariant: a handle is closed under the topic lock, where its
+            // acknowledgements update the slot, so a replaced handle never
+            // moves its successor's position.
+            if let Some(old) = &replaced {
+                old.mark_closed();
+            }
+            replaced
+        };
+        if let Some(old) = replaced {
+            old.wake_closed();
+        }
+        topic.space.notify_waiters();
+        tracing::debug!(topic = %topic.name, subscription = name, position = acked, "log subscription opened");
+        Ok(Box::new(subscription::SqliteSubscription::new(shared, topic.latest.subscribe())))
+    }
+
+    async fn unsubscribe(&self, topic: &str, name: &str) -> Result<(), LogError> {
+        check_topic(topic)?;
+        check_subscription_name(name)?;
+        let _serial = self.shared.subscriptions_lock.lock().await;
+        let (topic_name, sub_name) = (topic.to_owned(), name.to_owned());
+        self.shared
+            .pool
+            .write(move |tx| {
+                tx.execute("DELETE FROM log_subscriptions WHERE topic = ?1 AND name = ?2", (&topic_name, &sub_name))?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        let topic = self.shared.topic(topic);
+        let removed = {
+            let mut state = lock(&topic.state);
+            let removed = state.subscriptions.remove(name).and_then(|slot| slot.open.upgrade());
+            if let Some(old) = &removed {
+                old.mark_closed();
+            }
+            removed
+        };
+        if let Some(old) = removed {
+            old.wake_closed();
+        }
+        topic.space.notify_waiters();
+        tracing::debug!(topic = %topic.name, subscription = name, "log subscription removed");
+        Ok(())
+    }
+}

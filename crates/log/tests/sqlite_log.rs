@@ -1,0 +1,390 @@
+//! The SQLite log through its public API, on a real database file.
+
+use std::time::Duration;
+
+use neurite_log::limits::RECORD_BYTES_MAX;
+use neurite_log::{INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, Record, SqliteLog, Subscription};
+use neurite_storage::sqlite::SqlitePool;
+use tempfile::TempDir;
+use tokio::time::timeout;
+
+/// Long enough that an operation that should complete always does.
+const DONE: Duration = Duration::from_secs(10);
+/// How long an operation that should be blocked is watched to stay blocked.
+const PENDING: Duration = Duration::from_millis(200);
+
+const TOPIC: &str = INPUT_ROOM_EVENT;
+
+fn pool(dir: &TempDir) -> SqlitePool {
+    SqlitePool::open(&dir.path().join("neurite.db")).expect("open the database")
+}
+
+async fn open(dir: &TempDir) -> SqliteLog {
+    SqliteLog::open(pool(dir)).await.expect("open the log")
+}
+
+async fn publish(log: &SqliteLog, key: &str, payload: &str) -> u64 {
+    log.publish(TOPIC, key, payload.as_bytes().to_vec(), None).await.expect("publish")
+}
+
+/// The next batch, failing the test instead of hanging.
+async fn next(sub: &mut Box<dyn Subscription>, max: usize) -> Vec<Record> {
+    timeout(DONE, sub.next(max)).await.expect("next returns").expect("next succeeds")
+}
+
+/// Asserts that `sub` has nothing to give: `next` stays pending.
+async fn assert_nothing_new(sub: &mut Box<dyn Subscription>) {
+    assert!(timeout(PENDING, sub.next(10)).await.is_err(), "next should wait for a new record");
+}
+
+fn offsets(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.offset).collect()
+}
+
+fn payloads(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| String::from_utf8(r.payload.clone()).expect("utf-8")).collect()
+}
+
+#[tokio::test]
+async fn records_come_in_publish_order_overall_and_per_key() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    for (i, key) in ["!a:x", "!b:x", "!a:x", "!b:x", "!a:x"].into_iter().enumerate() {
+        assert_eq!(publish(&log, key, &format!("{key}-{i}")).await, i as u64 + 1, "offsets are 1, 2, 3, ...");
+    }
+    let records = next(&mut sub, 100).await;
+    assert_eq!(offsets(&records), [1, 2, 3, 4, 5]);
+    let room_a: Vec<_> = records.iter().filter(|r| r.key == "!a:x").map(|r| r.offset).collect();
+    assert_eq!(room_a, [1, 3, 5]);
+    assert_eq!(payloads(&records)[..2], ["!a:x-0", "!b:x-1"]);
+}
+
+#[tokio::test]
+async fn next_returns_at_most_max_and_continues_after_the_batch() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    for i in 0..5 {
+        publish(&log, "!a:x", &i.to_string()).await;
+    }
+    assert_eq!(offsets(&next(&mut sub, 2).await), [1, 2]);
+    assert_eq!(offsets(&next(&mut sub, 0).await), [3], "max 0 is read as 1");
+    assert_eq!(offsets(&next(&mut sub, 10).await), [4, 5]);
+    assert_nothing_new(&mut sub).await;
+}
+
+#[tokio::test]
+async fn concurrent_publishes_get_distinct_offsets_and_each_key_keeps_its_order() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    // Ten rooms, each publishing 20 records in sequence, all at once: the
+    // writer task commits them in shared batches.
+    let mut tasks = Vec::new();
+    for room in 0..10 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                log.publish(TOPIC, &format!("!{room}:x"), i.to_string().into_bytes(), None).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(DONE, task).await.unwrap().unwrap();
+    }
+    let mut records = Vec::new();
+    while records.len() < 200 {
+        records.extend(next(&mut sub, 256).await);
+    }
+    assert_eq!(offsets(&records), (1..=200).collect::<Vec<_>>());
+    for room in 0..10 {
+        let key = format!("!{room}:x");
+        let order: Vec<String> = payloads(&records.iter().filter(|r| r.key == key).cloned().collect::<Vec<_>>());
+        assert_eq!(order, (0..20).map(|i| i.to_string()).collect::<Vec<_>>(), "room {room} in publish order");
+    }
+}
+
+#[tokio::test]
+async fn two_subscriptions_each_see_every_record() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut first = log.subscribe(TOPIC, "first").await.unwrap();
+    publish(&log, "!a:x", "one").await;
+    publish(&log, "!b:x", "two").await;
+    // A subscription opened later starts at the beginning of the topic.
+    let mut second = log.subscribe(TOPIC, "second").await.unwrap();
+    assert_eq!(payloads(&next(&mut first, 10).await), ["one", "two"]);
+    assert_eq!(payloads(&next(&mut second, 10).await), ["one", "two"]);
+    first.ack(1).await.unwrap();
+    first.ack(2).await.unwrap();
+    assert_nothing_new(&mut first).await;
+    publish(&log, "!a:x", "three").await;
+    assert_eq!(payloads(&next(&mut first, 10).await), ["three"]);
+    assert_eq!(payloads(&next(&mut second, 10).await), ["three"]);
+}
+
+#[tokio::test]
+async fn topics_are_independent() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut input = log.subscribe(INPUT_ROOM_EVENT, "reader").await.unwrap();
+    let mut output = log.subscribe(OUTPUT_ROOM_EVENT, "reader").await.unwrap();
+    assert_eq!(log.publish(INPUT_ROOM_EVENT, "!a:x", b"in".to_vec(), None).await.unwrap(), 1);
+    assert_eq!(log.publish(OUTPUT_ROOM_EVENT, "!a:x", b"out".to_vec(), None).await.unwrap(), 1);
+    assert_eq!(payloads(&next(&mut input, 10).await), ["in"]);
+    assert_eq!(payloads(&next(&mut output, 10).await), ["out"]);
+}
+
+#[tokio::test]
+async fn a_repeated_dedup_id_returns_the_earlier_offset_and_appends_nothing() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    let first = log.publish(TOPIC, "!a:x", b"event".to_vec(), Some("$event1")).await.unwrap();
+    publish(&log, "!a:x", "other").await;
+    let again = log.publish(TOPIC, "!a:x", b"event, retried".to_vec(), Some("$event1")).await.unwrap();
+    assert_eq!((first, again), (1, 1));
+    // The same ID on another topic is another record.
+    assert_eq!(log.publish(OUTPUT_ROOM_EVENT, "!a:x", b"x".to_vec(), Some("$event1")).await.unwrap(), 1);
+    assert_eq!(publish(&log, "!a:x", "next").await, 3, "the duplicate used no offset");
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["event", "other", "next"]);
+}
+
+#[tokio::test]
+async fn out_of_order_acks_keep_the_position_below_the_first_gap() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    for i in 1..=3 {
+        publish(&log, "!a:x", &i.to_string()).await;
+    }
+    assert_eq!(offsets(&next(&mut sub, 10).await), [1, 2, 3]);
+    sub.ack(3).await.unwrap();
+    sub.ack(2).await.unwrap();
+    drop(sub);
+
+    // Restarting the consumer redelivers 1 (not acknowledged) and 2 and 3
+    // (acknowledged above the gap): the position stayed 0.
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_eq!(offsets(&next(&mut sub, 10).await), [1, 2, 3]);
+    drop(sub);
+    drop(log);
+    // So does restarting the whole process.
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_eq!(offsets(&next(&mut sub, 10).await), [1, 2, 3]);
+    sub.ack(2).await.unwrap();
+    sub.ack(3).await.unwrap();
+    sub.ack(1).await.unwrap();
+    drop(sub);
+
+    // Everything acknowledged: nothing old comes back, only what is new.
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_nothing_new(&mut sub).await;
+    publish(&log, "!a:x", "4").await;
+    assert_eq!(offsets(&next(&mut sub, 10).await), [4]);
+}
+
+#[tokio::test]
+async fn ackers_acknowledge_from_worker_tasks_while_the_reader_waits() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    for i in 1..=40 {
+        publish(&log, &format!("!{}:x", i % 4), &i.to_string()).await;
+    }
+    let records = next(&mut sub, 100).await;
+    assert_eq!(records.len(), 40);
+    // The reader waits in `next` on its own task while one worker per key
+    // acknowledges that key's records: no lock around the subscription.
+    let ackers: Vec<_> = (0..4).map(|_| sub.acker()).collect();
+    let reader = tokio::spawn(async move { sub.next(10).await });
+    let mut workers = Vec::new();
+    for (room, acker) in ackers.into_iter().enumerate() {
+        let mine: Vec<u64> = records.iter().filter(|r| r.key == format!("!{room}:x")).map(|r| r.offset).collect();
+        workers.push(tokio::spawn(async move {
+            for offset in mine {
+                acker.ack(offset).await.unwrap();
+            }
+        }));
+    }
+    for worker in workers {
+        timeout(DONE, worker).await.unwrap().unwrap();
+    }
+    publish(&log, "!0:x", "41").await;
+    let more = timeout(DONE, reader).await.expect("the reader wakes").unwrap().unwrap();
+    assert_eq!(offsets(&more), [41]);
+    drop(log);
+    // All 40 acknowledgements were stored: a restart redelivers only 41.
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_eq!(offsets(&next(&mut sub, 100).await), [41]);
+}
+
+#[tokio::test]
+async fn acknowledging_an_offset_never_given_out_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    publish(&log, "!a:x", "1").await;
+    publish(&log, "!a:x", "2").await;
+    assert_eq!(offsets(&next(&mut sub, 1).await), [1]);
+    assert!(matches!(sub.ack(2).await, Err(LogError::NotDelivered { offset: 2 })));
+    sub.ack(1).await.unwrap();
+    sub.ack(1).await.expect("a second ack of the same record is a no-op");
+}
+
+#[tokio::test]
+async fn a_waiting_next_wakes_when_another_task_publishes() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    let waiting = tokio::spawn(async move { sub.next(10).await });
+    let publisher = log.clone();
+    tokio::spawn(async move { publisher.publish(TOPIC, "!a:x", b"wake".to_vec(), None).await }).await.unwrap().unwrap();
+    let records = timeout(DONE, waiting).await.expect("next wakes").unwrap().unwrap();
+    assert_eq!(payloads(&records), ["wake"]);
+}
+
+#[tokio::test]
+async fn publish_waits_while_the_backlog_is_full_until_an_ack() {
+    let dir = TempDir::new().unwrap();
+    let log = SqliteLog::with_backlog_max(pool(&dir), 3).await.unwrap();
+    let mut sub = log.subscribe(TOPIC, "slow").await.unwrap();
+    for i in 1..=3 {
+        assert_eq!(timeout(DONE, log.publish(TOPIC, "!a:x", vec![i], None)).await.unwrap().unwrap(), u64::from(i));
+    }
+    let fourth = tokio::spawn({
+        let log = log.clone();
+        async move { log.publish(TOPIC, "!a:x", vec![4], None).await }
+    });
+    let mut fourth = Box::pin(fourth);
+    assert!(timeout(PENDING, &mut fourth).await.is_err(), "the fourth publish waits for room");
+    assert_eq!(offsets(&next(&mut sub, 10).await), [1, 2, 3]);
+    assert!(timeout(PENDING, &mut fourth).await.is_err(), "reading alone makes no room");
+    sub.ack(2).await.unwrap();
+    assert!(timeout(PENDING, &mut fourth).await.is_err(), "an ack above a gap makes no room");
+    sub.ack(1).await.unwrap();
+    assert_eq!(timeout(DONE, fourth).await.expect("the ack makes room").unwrap().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn unsubscribing_a_stalled_subscription_releases_the_backlog() {
+    let dir = TempDir::new().unwrap();
+    let log = SqliteLog::with_backlog_max(pool(&dir), 2).await.unwrap();
+    let mut stalled = log.subscribe(TOPIC, "stalled").await.unwrap();
+    publish(&log, "!a:x", "1").await;
+    publish(&log, "!a:x", "2").await;
+    let third = tokio::spawn({
+        let log = log.clone();
+        async move { log.publish(TOPIC, "!a:x", vec![3], None).await }
+    });
+    let mut third = Box::pin(third);
+    assert!(timeout(PENDING, &mut third).await.is_err());
+    log.unsubscribe(TOPIC, "stalled").await.unwrap();
+    assert_eq!(timeout(DONE, third).await.unwrap().unwrap().unwrap(), 3);
+    assert!(matches!(stalled.next(10).await, Err(LogError::Closed)), "the removed handle is closed");
+    // Without subscriptions the topic has no bound.
+    for i in 4..=10 {
+        assert_eq!(publish(&log, "!a:x", &i.to_string()).await, i);
+    }
+}
+
+#[tokio::test]
+async fn a_new_handle_with_the_same_name_closes_the_old_one() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut old = log.subscribe(TOPIC, "reader").await.unwrap();
+    publish(&log, "!a:x", "1").await;
+    assert_eq!(offsets(&next(&mut old, 10).await), [1]);
+    let old_acker = old.acker();
+    let waiting = tokio::spawn(async move { old.next(10).await });
+    let mut new = log.subscribe(TOPIC, "reader").await.unwrap();
+    let woken = timeout(DONE, waiting).await.expect("the waiting next wakes").unwrap();
+    assert!(matches!(woken, Err(LogError::Closed)));
+    assert!(matches!(old_acker.ack(1).await, Err(LogError::Closed)));
+    assert_eq!(offsets(&next(&mut new, 10).await), [1], "the new handle gets what the old one never acknowledged");
+}
+
+#[tokio::test]
+async fn records_and_positions_survive_closing_and_reopening_the_database() {
+    let dir = TempDir::new().unwrap();
+    {
+        let log = open(&dir).await;
+        let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+        let mut other = log.subscribe(TOPIC, "other").await.unwrap();
+        for i in 1..=4 {
+            log.publish(TOPIC, "!a:x", i.to_string().into_bytes(), Some(&format!("$e{i}"))).await.unwrap();
+        }
+        assert_eq!(offsets(&next(&mut sub, 2).await), [1, 2]);
+        sub.ack(1).await.unwrap();
+        sub.ack(2).await.unwrap();
+        assert_eq!(offsets(&next(&mut other, 1).await), [1]);
+        other.ack(1).await.unwrap();
+    }
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    let mut other = log.subscribe(TOPIC, "other").await.unwrap();
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["3", "4"]);
+    assert_eq!(payloads(&next(&mut other, 10).await), ["2", "3", "4"]);
+    // Offsets continue, and dedup IDs are still known.
+    assert_eq!(log.publish(TOPIC, "!a:x", b"again".to_vec(), Some("$e2")).await.unwrap(), 2);
+    assert_eq!(publish(&log, "!a:x", "5").await, 5);
+}
+
+#[tokio::test]
+async fn prune_deletes_only_what_every_subscription_acknowledged() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    for i in 1..=3 {
+        publish(&log, "!a:x", &i.to_string()).await;
+    }
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 0, "without subscriptions records are kept");
+    let mut fast = log.subscribe(TOPIC, "fast").await.unwrap();
+    let mut slow = log.subscribe(TOPIC, "slow").await.unwrap();
+    for offset in offsets(&next(&mut fast, 10).await) {
+        fast.ack(offset).await.unwrap();
+    }
+    assert_eq!(offsets(&next(&mut slow, 10).await), [1, 2, 3]);
+    slow.ack(1).await.unwrap();
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 1);
+    slow.ack(2).await.unwrap();
+    slow.ack(3).await.unwrap();
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 2);
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 0);
+    // Offsets are never reused, even with every record pruned.
+    assert_eq!(publish(&log, "!a:x", "4").await, 4);
+    // A new subscription starts at the oldest record still held.
+    let mut late = log.subscribe(TOPIC, "late").await.unwrap();
+    let records = next(&mut late, 10).await;
+    assert_eq!(offsets(&records), [4]);
+    late.ack(4).await.unwrap();
+    drop(late);
+    let mut late = log.subscribe(TOPIC, "late").await.unwrap();
+    assert_nothing_new(&mut late).await;
+}
+
+#[tokio::test]
+async fn a_payload_over_the_limit_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let at_limit = log.publish(TOPIC, "!a:x", vec![0; RECORD_BYTES_MAX], None).await;
+    assert_eq!(at_limit.unwrap(), 1);
+    let over = log.publish(TOPIC, "!a:x", vec![0; RECORD_BYTES_MAX + 1], None).await;
+    assert!(matches!(over, Err(LogError::RecordTooLarge { bytes, max }) if bytes == max + 1));
+    assert_eq!(publish(&log, "!a:x", "small").await, 2, "the refused record used no offset");
+}
+
+#[tokio::test]
+async fn bad_names_keys_and_dedup_ids_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let invalid = |result: Result<u64, LogError>| matches!(result, Err(LogError::Invalid { .. }));
+    assert!(invalid(log.publish("", "k", vec![], None).await));
+    assert!(invalid(log.publish("Input Room", "k", vec![], None).await));
+    assert!(invalid(log.publish(TOPIC, &"k".repeat(256), vec![], None).await));
+    assert!(invalid(log.publish(TOPIC, "k", vec![], Some("")).await));
+    assert!(matches!(log.subscribe(TOPIC, "room.server").await.err(), Some(LogError::Invalid { .. })));
+    assert!(matches!(log.subscribe(TOPIC, "").await.err(), Some(LogError::Invalid { .. })));
+}

@@ -1,0 +1,24 @@
+//! The room server's limits.
+
+/// Largest PDU, in bytes of canonical JSON (the spec's limit).
+pub const PDU_BYTES_MAX: usize = 65_536;
+
+/// Most `prev_events` an event built here references (the spec allows 20).
+pub const PREV_EVENTS_COUNT_MAX: usize = 20;
+
+/// How long a writer waits for the verdict on its input, in milliseconds.
+pub const VERDICT_WAIT_MS_MAX: u64 = 30_000;
+
+/// Inputs queued for one room's worker before the dispatcher waits:
+/// a slow room slows its writers instead of growing memory.
+pub const ROOM_QUEUE_LEN_MAX: usize = 64;
+
+/// Records taken from the input log at once.
+pub const INPUT_BATCH_RECORDS_MAX: usize = 64;
+
+/// Outbox records moved to the output log per transaction.
+pub const OUTBOX_BATCH_RECORDS_MAX: usize = 256;
+
+/// Attempts at processing one input while the database fails (pauses of
+/// 50 ms, 200 ms, 800 ms between them) before it is given up.
+pub const INPUT_ATTEMPTS_MAX: u32 = 4;

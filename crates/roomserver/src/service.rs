@@ -1,0 +1,265 @@
+//! The running room server: the input consumer with one ordered worker per
+//! room, the verdict waiters, and the outbox that feeds `output.room_event`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use neurite_log::{Log, Record};
+use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::{StorageError, now_ms};
+use rand::Rng;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
+use crate::limits::{
+    INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_QUEUE_LEN_MAX, VERDICT_WAIT_MS_MAX,
+};
+use crate::process::{self, Processed, Signer};
+use crate::storage::RoomTables;
+use crate::storage::sqlite::MIGRATIONS;
+
+/// Name of the room server's subscription to `input.room_event`.
+const INPUT_SUBSCRIPTION: &str = "roomserver";
+
+/// The room server. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct Roomserver {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: SqlitePool,
+    log: Arc<dyn Log>,
+    signer: Signer,
+    waiters: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
+    outbox: Notify,
+}
+
+fn fault(e: impl std::fmt::Display) -> RoomserverError {
+    RoomserverError::Fault(e.to_string())
+}
+
+/// The log key of an input: its room, so one room's inputs stay in order.
+fn input_key(input: &InputRoomEvent) -> String {
+    match &input.input {
+        Input::Build(build) => match &build.target {
+            Target::Room { room_id } => room_id.to_string(),
+            Target::NewRoom { room_id: Some(room_id), .. } => room_id.to_string(),
+            // A v12 room's ID is known only once its create event is built;
+            // nothing else can be sent to it before, so it needs no order.
+            Target::NewRoom { room_id: None, .. } => format!("new:{}", input.request_id),
+        },
+        Input::Pdu(pdu) => pdu.pdu.get("room_id").and_then(|r| r.as_str()).unwrap_or("pdu").to_owned(),
+    }
+}
+
+impl Roomserver {
+    /// Opens the room server on `pool` (running its migrations) and starts
+    /// consuming `input.room_event` and publishing `output.room_event`.
+    ///
+    /// # Errors
+    /// A migration or the log subscription fails.
+    pub async fn start(pool: SqlitePool, log: Arc<dyn Log>, signer: Signer) -> Result<Self, RoomserverError> {
+        pool.migrate("roomserver", MIGRATIONS).await.map_err(fault)?;
+        let server = Self {
+            inner: Arc::new(Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()), outbox: Notify::new() }),
+        };
+        // Invariant: subscribed before any writer can publish, so the input
+        // topic's backlog bound applies from the first record.
+        let subscription =
+            server.inner.log.subscribe(neurite_log::INPUT_ROOM_EVENT, INPUT_SUBSCRIPTION).await.map_err(fault)?;
+        tokio::spawn(server.clone().consume(subscription));
+        tokio::spawn(server.clone().publish_outbox());
+        Ok(server)
+    }
+
+    /// Reads the input log and hands each record to its room's worker.
+    async fn consume(self, mut subscription: Box<dyn neurite_log::Subscription>) {
+        let acker = subscription.acker();
+        let mut workers: HashMap<String, mpsc::Sender<Record>> = HashMap::new();
+        loop {
+            let records = match subscription.next(INPUT_BATCH_RECORDS_MAX).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!(error = %e, "input log failed; the room server stops consuming");
+                    return;
+                }
+            };
+            for record in records {
+                let worker = workers.entry(record.key.clone()).or_insert_with(|| {
+                    // Invariant: one worker per key processes that key's records in
+                    // log order; different rooms proceed in parallel.
+                    let (tx, rx) = mpsc::channel(ROOM_QUEUE_LEN_MAX);
+                    tokio::spawn(self.clone().work(rx, acker.clone()));
+                    tx
+                });
+                if worker.send(record).await.is_err() {
+                    tracing::error!("a room worker stopped; the room server stops consuming");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Processes one room's inputs in order.
+    async fn work(self, mut rx: mpsc::Receiver<Record>, acker: neurite_log::Acker) {
+        while let Some(record) = rx.recv().await {
+            let offset = record.offset;
+            let verdict = match serde_json::from_slice::<InputRoomEvent>(&record.payload) {
+                Ok(input) => {
+                    let request_id = input.request_id.clone();
+                    // `None`: given up. Acknowledged anyway, so one bad record
+                    // cannot pin the log; its writer times out with an error.
+                    self.process_with_retries(input).await.map(|verdict| (request_id, verdict))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, offset, "undecodable input record skipped");
+                    None
+                }
+            };
+            if let Err(e) = acker.ack(offset).await {
+                tracing::error!(error = %e, offset, "acknowledging an input failed");
+            }
+            if let Some((request_id, verdict)) = verdict {
+                let waiter = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(verdict);
+                }
+            }
+        }
+    }
+
+    /// [`Self::process`], retried with growing pauses while the database
+    /// fails; `None` once it gave up (the fault is logged).
+    async fn process_with_retries(&self, input: InputRoomEvent) -> Option<Verdict> {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=INPUT_ATTEMPTS_MAX {
+            match self.process(input.clone()).await {
+                Ok(verdict) => return Some(verdict),
+                Err(e) if attempt < INPUT_ATTEMPTS_MAX => {
+                    tracing::warn!(error = %e, attempt, "processing an input failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, request_id = %input.request_id, "processing an input failed; giving up");
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs one input in one transaction: its events, its verdict (for
+    /// redeliveries) and its output records commit together.
+    async fn process(&self, input: InputRoomEvent) -> Result<Verdict, StorageError> {
+        let inner = self.inner.clone();
+        let verdict = self
+            .inner
+            .pool
+            .write(move |tx| {
+                if let Some(stored) = tx.input_verdict(&input.request_id)? {
+                    return serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()));
+                }
+                let Processed { verdict, outputs } = match &input.input {
+                    Input::Build(build) => process::process_build(tx, &inner.signer, build, now_ms())?,
+                    Input::Pdu(pdu) => process::process_pdu(tx, pdu)?,
+                };
+                for (room_id, output) in &outputs {
+                    let payload = serde_json::to_vec(output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    tx.insert_outbox(room_id, &payload)?;
+                }
+                let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
+                Ok(verdict)
+            })
+            .await?;
+        self.inner.outbox.notify_one();
+        Ok(verdict)
+    }
+
+    /// Moves committed output records to `output.room_event`, in order. The
+    /// log de-duplicates by outbox NID, so a crash between publishing and
+    /// deleting publishes nothing twice.
+    async fn publish_outbox(self) {
+        loop {
+            let batch: Result<Vec<(i64, String, Vec<u8>)>, StorageError> = self
+                .inner
+                .pool
+                .read(|tx| {
+                    let mut stmt = tx.prepare(
+                        "SELECT outbox_nid, room_id, payload FROM roomserver_outbox ORDER BY outbox_nid LIMIT ?1",
+                    )?;
+                    let rows = stmt
+                        .query_map([OUTBOX_BATCH_RECORDS_MAX as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await;
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the outbox failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                self.inner.outbox.notified().await;
+                continue;
+            }
+            let mut done = Vec::new();
+            for (nid, room_id, payload) in batch {
+                let dedup = format!("roomserver-outbox-{nid}");
+                match self.inner.log.publish(neurite_log::OUTPUT_ROOM_EVENT, &room_id, payload, Some(&dedup)).await {
+                    Ok(_) => done.push(nid),
+                    Err(e) => {
+                        tracing::error!(error = %e, "publishing an output record failed");
+                        break;
+                    }
+                }
+            }
+            let deleted = self
+                .inner
+                .pool
+                .write(move |tx| {
+                    for nid in &done {
+                        tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await;
+            if let Err(e) = deleted {
+                tracing::error!(error = %e, "clearing the outbox failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RoomserverInput for Roomserver {
+    async fn submit(&self, input: Input) -> Result<Verdict, RoomserverError> {
+        let request_id: String =
+            rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(24).map(char::from).collect();
+        let input = InputRoomEvent { request_id: request_id.clone(), input };
+        let key = input_key(&input);
+        let payload = serde_json::to_vec(&input).map_err(fault)?;
+        // Invariant: the waiter exists before the input can be processed.
+        let (tx, rx) = oneshot::channel();
+        self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(request_id.clone(), tx);
+        let published = self.inner.log.publish(neurite_log::INPUT_ROOM_EVENT, &key, payload, Some(&request_id)).await;
+        if let Err(e) = published {
+            self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
+            return Err(fault(e));
+        }
+        match tokio::time::timeout(Duration::from_millis(VERDICT_WAIT_MS_MAX), rx).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            _ => {
+                self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
+                Err(RoomserverError::Timeout)
+            }
+        }
+    }
+}

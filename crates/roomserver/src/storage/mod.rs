@@ -1,0 +1,76 @@
+//! The room server's tables, behind [`RoomTables`]: the operations the
+//! processing and query code need, run inside one transaction.
+//!
+//! The trait is synchronous on purpose: ruma-state-res calls its fetch
+//! closures synchronously, so processing runs in one blocking task inside
+//! one transaction, whatever the backend (SQLite now; PostgreSQL through a
+//! blocking client later).
+
+pub(crate) mod sqlite;
+
+use std::collections::BTreeMap;
+
+use neurite_storage::StorageError;
+
+use crate::state::{BlockRef, StateKeyTuple};
+
+/// Result of a table operation.
+pub(crate) type Res<T> = Result<T, StorageError>;
+
+/// A room row.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomRow {
+    pub nid: i64,
+    pub version: String,
+    pub snapshot: i64,
+    pub latest: Vec<i64>,
+}
+
+/// An event row.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub nid: i64,
+    pub room_nid: i64,
+    pub event_id: String,
+    pub type_nid: i64,
+    pub state_key_nid: i64,
+    pub depth: i64,
+    pub snapshot: i64,
+    pub rejected: bool,
+    pub json: String,
+    pub redacted_by: Option<String>,
+}
+
+/// The room server's table operations.
+pub(crate) trait RoomTables {
+    fn event_type_nid(&self, event_type: &str) -> Res<Option<i64>>;
+    fn assign_event_type_nid(&self, event_type: &str) -> Res<i64>;
+    fn state_key_nid(&self, state_key: &str) -> Res<Option<i64>>;
+    fn assign_state_key_nid(&self, state_key: &str) -> Res<i64>;
+    fn event_type(&self, nid: i64) -> Res<String>;
+    fn state_key(&self, nid: i64) -> Res<String>;
+
+    fn room(&self, room_id: &str) -> Res<Option<RoomRow>>;
+    fn insert_room(&self, room_id: &str, version: &str) -> Res<i64>;
+    fn update_room(&self, room_nid: i64, snapshot: i64, latest: &[i64]) -> Res<()>;
+
+    fn event_by_id(&self, event_id: &str) -> Res<Option<EventRow>>;
+    fn event_by_nid(&self, nid: i64) -> Res<Option<EventRow>>;
+    fn insert_event(&self, row: &EventRow) -> Res<i64>;
+    fn set_redacted_by(&self, event_nid: i64, redaction_id: &str) -> Res<()>;
+
+    fn block(&self, nid: i64) -> Res<BTreeMap<StateKeyTuple, i64>>;
+    fn insert_block(&self, entries: &BTreeMap<StateKeyTuple, i64>) -> Res<i64>;
+    fn snapshot(&self, nid: i64) -> Res<Vec<BlockRef>>;
+    fn insert_snapshot(&self, room_nid: i64, blocks: &[BlockRef]) -> Res<i64>;
+
+    fn set_membership(&self, room_nid: i64, user_id: &str, membership: &str, event_nid: i64) -> Res<()>;
+    fn membership(&self, room_nid: i64, user_id: &str) -> Res<Option<String>>;
+    fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Res<Vec<String>>;
+
+    fn txn_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Res<Option<String>>;
+    fn insert_txn(&self, user_id: &str, device_id: &str, txn_id: &str, event_id: &str) -> Res<()>;
+    fn input_verdict(&self, request_id: &str) -> Res<Option<String>>;
+    fn insert_input_verdict(&self, request_id: &str, verdict: &str, now: u64) -> Res<()>;
+    fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64>;
+}
