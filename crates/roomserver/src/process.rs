@@ -29,6 +29,30 @@ pub struct Signer {
     pub key: Ed25519KeyPair,
 }
 
+impl Signer {
+    /// Adds the content hash and our signature to a PDU object and returns
+    /// its event ID (the reference hash, for room versions 3 and later).
+    ///
+    /// # Errors
+    /// The PDU is over 65,536 bytes ([`InvalidCode::TooLarge`]) or cannot be hashed.
+    pub fn sign(
+        &self,
+        rules: &RoomVersionRules,
+        object: &mut CanonicalJsonObject,
+    ) -> Result<OwnedEventId, (InvalidCode, String)> {
+        match ruma::signatures::hash_and_sign_event(self.server_name.as_str(), &self.key, object, &rules.redaction) {
+            Ok(()) => {}
+            Err(ruma::signatures::JsonError::PduTooLarge) => {
+                return Err((InvalidCode::TooLarge, format!("the event would be over {PDU_BYTES_MAX} bytes")));
+            }
+            Err(e) => return Err((InvalidCode::BadEvent, format!("signing: {e}"))),
+        }
+        let hash =
+            ruma::signatures::reference_hash(object, rules).map_err(|e| (InvalidCode::BadEvent, e.to_string()))?;
+        EventId::parse(format!("${hash}")).map_err(|e| (InvalidCode::BadEvent, e.to_string()))
+    }
+}
+
 /// What processing produced: the verdict and the output records to publish.
 pub(crate) struct Processed {
     pub verdict: Verdict,
@@ -57,7 +81,7 @@ pub(crate) fn load_state<T: RoomTables>(t: &T, snapshot: i64) -> Res<StateMap> {
 }
 
 /// Stores `new_state` as a snapshot derived from `parent` (whose state is
-/// `parent_state`): one block with the difference, then size-tiered merges.
+/// `parent_state`).
 pub(crate) fn store_state<T: RoomTables>(
     t: &T,
     room_nid: i64,
@@ -65,12 +89,22 @@ pub(crate) fn store_state<T: RoomTables>(
     parent_state: &StateMap,
     new_state: &StateMap,
 ) -> Res<i64> {
-    let delta = state::delta(parent_state, new_state);
+    store_state_delta(t, room_nid, parent, &state::delta(parent_state, new_state))
+}
+
+/// Stores the snapshot `parent` + `delta`: one block with the difference,
+/// then size-tiered merges. Costs what changed, not the size of the state.
+pub(crate) fn store_state_delta<T: RoomTables>(
+    t: &T,
+    room_nid: i64,
+    parent: i64,
+    delta: &BTreeMap<StateKeyTuple, i64>,
+) -> Res<i64> {
     if delta.is_empty() {
         return Ok(parent);
     }
     let mut list = t.snapshot(parent)?;
-    let nid = t.insert_block(&delta)?;
+    let nid = t.insert_block(delta)?;
     list.push(BlockRef { nid, level: state::level_for(delta.len()) });
     while let Some(start) = state::merge_start(&list) {
         let blocks = list[start..].iter().map(|b| t.block(b.nid)).collect::<Res<Vec<_>>>()?;
@@ -255,28 +289,9 @@ fn build_pdu<T: RoomTables>(
     if let Some(state_key) = &proto.state_key {
         object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
     }
-    match ruma::signatures::hash_and_sign_event(signer.server_name.as_str(), &signer.key, &mut object, &rules.redaction)
-    {
-        Ok(()) => {}
-        Err(ruma::signatures::JsonError::PduTooLarge) => {
-            return Ok(Err(invalid(InvalidCode::TooLarge, format!("the event would be over {PDU_BYTES_MAX} bytes"))));
-        }
-        Err(e) => return bad(format!("signing: {e}")),
-    }
-    let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > PDU_BYTES_MAX {
-        return Ok(Err(invalid(
-            InvalidCode::TooLarge,
-            format!("the event would be {size} bytes, over {PDU_BYTES_MAX}"),
-        )));
-    }
-    let hash = match ruma::signatures::reference_hash(&object, rules) {
-        Ok(hash) => hash,
-        Err(e) => return bad(format!("reference hash: {e}")),
-    };
-    let event_id = match EventId::parse(format!("${hash}")) {
+    let event_id = match signer.sign(rules, &mut object) {
         Ok(id) => id,
-        Err(e) => return bad(e.to_string()),
+        Err((code, reason)) => return Ok(Err(invalid(code, reason))),
     };
     match Pdu::parse(event_id, object) {
         Ok(pdu) => Ok(Ok(pdu)),
@@ -307,15 +322,19 @@ fn room_context<T: RoomTables>(t: &T, room_id: &str) -> Res<Option<RoomContext>>
     Ok(Some(RoomContext { row, version, rules, state, latest }))
 }
 
-/// Stores an accepted event with the state before it and returns its NID
-/// and the state after it.
+/// A change of one state key: (key, event before, event after; 0 = none).
+type StateChange = (StateKeyTuple, i64, i64);
+
+/// Stores an accepted event with the state before it (`state_before_nid`,
+/// whose map is `state`); turns `state` into the state after it and returns
+/// the event's NID, the snapshot after it, and the change it made.
 fn store_event<T: RoomTables>(
     t: &T,
     room_nid: i64,
     pdu: &Pdu,
     state_before_nid: i64,
-    state_before: &StateMap,
-) -> Res<(i64, i64, StateMap)> {
+    state: &mut StateMap,
+) -> Res<(i64, i64, Option<StateChange>)> {
     let type_nid = t.assign_event_type_nid(&pdu.event_type.to_string())?;
     let key_nid = match &pdu.state_key {
         Some(k) => t.assign_state_key_nid(k)?,
@@ -335,40 +354,47 @@ fn store_event<T: RoomTables>(
         redacted_by: None,
     })?;
     if pdu.state_key.is_none() {
-        return Ok((nid, state_before_nid, state_before.clone()));
+        return Ok((nid, state_before_nid, None));
     }
-    let mut after = state_before.clone();
-    after.insert((type_nid, key_nid), nid);
-    let after_nid = store_state(t, room_nid, state_before_nid, state_before, &after)?;
-    Ok((nid, after_nid, after))
+    let key = (type_nid, key_nid);
+    let before = state.insert(key, nid).unwrap_or(0);
+    let after_nid = store_state_delta(t, room_nid, state_before_nid, &BTreeMap::from([(key, nid)]))?;
+    Ok((nid, after_nid, Some((key, before, nid))))
 }
 
-/// Brings the derived current-state tables (memberships) and the output
-/// record in line with a change of current state from `before` to `after`.
+/// The changes that turn state `before` into `after`.
+fn changes(before: &StateMap, after: &StateMap) -> Vec<StateChange> {
+    state::delta(before, after)
+        .into_iter()
+        .map(|(key, nid)| (key, before.get(&key).copied().unwrap_or(0), nid))
+        .collect()
+}
+
+/// Brings the derived current-state tables (memberships) in line with
+/// changes of current state, and names the events that entered and left it.
 fn current_state_changed<T: RoomTables>(
     t: &T,
     room_nid: i64,
-    before: &StateMap,
-    after: &StateMap,
+    changes: &[StateChange],
 ) -> Res<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
     let member_nid = t.event_type_nid("m.room.member")?.unwrap_or(0);
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
-    for (key, nid) in state::delta(before, after) {
-        if let Some(old) = before.get(&key)
+    for (key, old, new) in changes {
+        if *old != 0
             && let Some(row) = t.event_by_nid(*old)?
         {
             removes.push(EventId::parse(row.event_id).map_err(|e| StorageError::Corrupt(e.to_string()))?);
         }
-        if nid == 0 {
+        if *new == 0 {
             continue;
         }
-        let row = t.event_by_nid(nid)?.ok_or_else(|| StorageError::Corrupt("missing state event".into()))?;
+        let row = t.event_by_nid(*new)?.ok_or_else(|| StorageError::Corrupt("missing state event".into()))?;
         adds.push(EventId::parse(&row.event_id).map_err(|e| StorageError::Corrupt(e.to_string()))?);
         if key.0 == member_nid {
             let pdu = parse_row(&row)?;
             let content: JsonValue = serde_json::from_str(pdu.content.get()).unwrap_or_default();
             let membership = content.get("membership").and_then(|m| m.as_str()).unwrap_or("leave");
-            t.set_membership(room_nid, &t.state_key(key.1)?, membership, nid)?;
+            t.set_membership(room_nid, &t.state_key(key.1)?, membership, *new)?;
         }
     }
     Ok((adds, removes))
@@ -523,13 +549,13 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
     }
     let ctx = ctx.expect("set above");
     let room_nid = ctx.row.nid;
-    let (mut snapshot, mut current) = (ctx.row.snapshot, ctx.state.clone());
+    let (mut snapshot, mut current) = (ctx.row.snapshot, ctx.state);
     let mut outputs = Vec::new();
     let mut event_ids = Vec::new();
     let mut last_nid = 0;
     for pdu in &built {
-        let (nid, after_nid, after) = store_event(t, room_nid, pdu, snapshot, &current)?;
-        let (adds, removes) = current_state_changed(t, room_nid, &current, &after)?;
+        let (nid, after_nid, change) = store_event(t, room_nid, pdu, snapshot, &mut current)?;
+        let (adds, removes) = current_state_changed(t, room_nid, change.as_slice())?;
         if let Some(target) = &pdu.redacts
             && pdu.event_type == TimelineEventType::RoomRedaction
             && let Some(row) = t.event_by_id(target.as_str())?
@@ -539,7 +565,7 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
         let txn = if built.len() == 1 { build.txn.clone() } else { None };
         outputs.push((room_id.to_string(), output_for(pdu, &version, adds, removes, txn)));
         event_ids.push(pdu.event_id.clone());
-        (snapshot, current, last_nid) = (after_nid, after, nid);
+        (snapshot, last_nid) = (after_nid, nid);
     }
     t.update_room(room_nid, snapshot, &[last_nid])?;
     if let Some(txn) = &build.txn
@@ -759,7 +785,8 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
         })?;
         return no_outputs(Verdict::Rejected { reason });
     }
-    let (nid, after_nid, after) = store_event(t, ctx.row.nid, &pdu, before_nid, &before)?;
+    let mut after = before;
+    let (nid, after_nid, _) = store_event(t, ctx.row.nid, &pdu, before_nid, &mut after)?;
 
     // Forward extremities: the new event replaces the ones it references.
     let prev_nids: HashSet<i64> = prev_rows.iter().map(|r| r.nid).collect();
@@ -782,7 +809,7 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
             Err(e) => return Err(StorageError::Corrupt(format!("resolving extremities: {e}"))),
         }
     };
-    let (adds, removes) = current_state_changed(t, ctx.row.nid, &ctx.state, &current)?;
+    let (adds, removes) = current_state_changed(t, ctx.row.nid, &changes(&ctx.state, &current))?;
     t.update_room(ctx.row.nid, current_nid, &latest)?;
     let output = output_for(&pdu, &ctx.version, adds, removes, None);
     Ok(Processed {

@@ -1,0 +1,250 @@
+//! The room server driven through its input directly: branches and merges
+//! resolve with state resolution v2, rejected events never enter the state,
+//! and stored state grows with the number of changes, not with room size.
+
+use std::sync::Arc;
+
+use neurite_log::SqliteLog;
+use neurite_roomserver::{
+    BuildEvents, Input, PduInput, ProtoEvent, Roomserver, RoomserverInput, RoomserverQuery, Signer, Target, Verdict,
+};
+use neurite_storage::sqlite::SqlitePool;
+use ruma::canonical_json::CanonicalJsonObject;
+use ruma::signatures::Ed25519KeyPair;
+use ruma::{OwnedEventId, OwnedRoomId, RoomVersionId, UserId, server_name};
+use serde_json::{Value, json};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    pool: SqlitePool,
+    rs: Roomserver,
+    signer: Signer,
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let key_der = Ed25519KeyPair::generate();
+    let signer = |der: &[u8]| Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    };
+    let rs = Roomserver::start(pool.clone(), Arc::new(log), signer(&key_der)).await.unwrap();
+    Harness { _dir: dir, pool, rs, signer: signer(&key_der) }
+}
+
+fn user(name: &str) -> ruma::OwnedUserId {
+    UserId::parse(format!("@{name}:test.local")).unwrap()
+}
+
+fn state(sender: &str, event_type: &str, key: &str, content: Value) -> ProtoEvent {
+    ProtoEvent {
+        event_type: event_type.into(),
+        state_key: Some(key.into()),
+        sender: user(sender),
+        content,
+        redacts: None,
+    }
+}
+
+fn accepted(verdict: Verdict) -> (OwnedRoomId, Vec<OwnedEventId>) {
+    match verdict {
+        Verdict::Accepted { room_id, event_ids } => (room_id, event_ids),
+        other => panic!("expected acceptance, got {other:?}"),
+    }
+}
+
+/// A public v11 room made by alice (power 100), joined by bob.
+async fn room(h: &Harness) -> OwnedRoomId {
+    let room_id: OwnedRoomId = "!branch:test.local".try_into().unwrap();
+    let events = vec![
+        state("alice", "m.room.create", "", json!({"room_version": "11"})),
+        state("alice", "m.room.member", "@alice:test.local", json!({"membership": "join"})),
+        state("alice", "m.room.power_levels", "", json!({"users": {"@alice:test.local": 100}})),
+        state("alice", "m.room.join_rules", "", json!({"join_rule": "public"})),
+        state("bob", "m.room.member", "@bob:test.local", json!({"membership": "join"})),
+    ];
+    let build = BuildEvents {
+        target: Target::NewRoom { room_version: RoomVersionId::V11, room_id: Some(room_id.clone()) },
+        events,
+        txn: None,
+    };
+    accepted(h.rs.submit(Input::Build(build)).await.unwrap()).0
+}
+
+async fn current(h: &Harness, room: &OwnedRoomId, event_type: &str, key: &str) -> Option<Value> {
+    h.rs.current_state_event(room, event_type, key).await.unwrap()
+}
+
+/// A signed PDU by alice with explicit prev events.
+async fn pdu(
+    h: &Harness,
+    room: &OwnedRoomId,
+    event_type: &str,
+    key: Option<&str>,
+    content: Value,
+    prev: &[&OwnedEventId],
+    ts: u64,
+) -> (OwnedEventId, Value) {
+    let mut auth = Vec::new();
+    for (t, k) in [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", "@alice:test.local")] {
+        auth.push(current(h, room, t, k).await.unwrap()["event_id"].clone());
+    }
+    let mut object = json!({
+        "auth_events": auth,
+        "content": content,
+        "depth": 100,
+        "origin_server_ts": ts,
+        "prev_events": prev.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "room_id": room,
+        "sender": "@alice:test.local",
+        "type": event_type,
+    });
+    if let Some(key) = key {
+        object["state_key"] = json!(key);
+    }
+    let mut object: CanonicalJsonObject = serde_json::from_value(object).unwrap();
+    let rules = RoomVersionId::V11.rules().unwrap();
+    let id = h.signer.sign(&rules, &mut object).unwrap();
+    (id, serde_json::to_value(&object).unwrap())
+}
+
+async fn submit_pdu(h: &Harness, pdu: Value) -> Verdict {
+    h.rs.submit(Input::Pdu(PduInput { room_version: RoomVersionId::V11, pdu })).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_branch_and_merge_resolves_with_state_resolution_v2() {
+    let h = start().await;
+    let room = room(&h).await;
+    let fork = h.rs.latest_events(&room).await.unwrap().remove(0);
+    // Two branches from one event: the first sets the name and a topic, the
+    // second sets the name later.
+    let (a1, p) = pdu(&h, &room, "m.room.name", Some(""), json!({"name": "from branch A"}), &[&fork], 1_000).await;
+    accepted(submit_pdu(&h, p).await);
+    let (a2, p) = pdu(&h, &room, "m.room.topic", Some(""), json!({"topic": "only in A"}), &[&a1], 1_001).await;
+    accepted(submit_pdu(&h, p).await);
+    let (b1, p) = pdu(&h, &room, "m.room.name", Some(""), json!({"name": "from branch B"}), &[&fork], 2_000).await;
+    accepted(submit_pdu(&h, p).await);
+    // Two forward extremities now.
+    let mut latest = h.rs.latest_events(&room).await.unwrap();
+    latest.sort();
+    let mut expected = vec![a2.clone(), b1.clone()];
+    expected.sort();
+    assert_eq!(latest, expected);
+
+    // The merge references both branches.
+    let (merge, p) = pdu(&h, &room, "m.room.message", None, json!({"body": "merge"}), &[&a2, &b1], 3_000).await;
+    accepted(submit_pdu(&h, p).await);
+    let at_merge = h.rs.state_at_event(&merge).await.unwrap().unwrap();
+    let get = |t: &str| at_merge.iter().find(|e| e["type"] == t).cloned();
+    // v2: both name events are by the same sender at the same power level in
+    // the same mainline position, so the later timestamp wins; the
+    // unconflicted topic from branch A is kept.
+    assert_eq!(get("m.room.name").unwrap()["event_id"], json!(b1), "{at_merge:?}");
+    assert_eq!(get("m.room.topic").unwrap()["event_id"], json!(a2));
+    assert_eq!(get("m.room.join_rules").unwrap()["content"]["join_rule"], json!("public"));
+    // The merge leaves one extremity, and current state is the resolved state.
+    assert_eq!(h.rs.latest_events(&room).await.unwrap(), vec![merge]);
+    assert_eq!(current(&h, &room, "m.room.name", "").await.unwrap()["content"]["name"], json!("from branch B"));
+    assert_eq!(current(&h, &room, "m.room.topic", "").await.unwrap()["content"]["topic"], json!("only in A"));
+}
+
+#[tokio::test]
+async fn rejected_events_never_enter_current_state() {
+    let h = start().await;
+    let room = room(&h).await;
+    accepted(
+        h.rs.submit(Input::Build(BuildEvents {
+            target: Target::Room { room_id: room.clone() },
+            events: vec![state("alice", "m.room.name", "", json!({"name": "good"}))],
+            txn: None,
+        }))
+        .await
+        .unwrap(),
+    );
+
+    // Bob (power 0) may not change the name.
+    let verdict =
+        h.rs.submit(Input::Build(BuildEvents {
+            target: Target::Room { room_id: room.clone() },
+            events: vec![state("bob", "m.room.name", "", json!({"name": "bad"}))],
+            txn: None,
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+
+    // A complete PDU from someone who is not in the room is rejected and
+    // recorded as such: not in the state, not served.
+    let latest = h.rs.latest_events(&room).await.unwrap().remove(0);
+    let (id, mut p) = pdu(&h, &room, "m.room.name", Some(""), json!({"name": "intruder"}), &[&latest], 5_000).await;
+    p["sender"] = json!("@carol:test.local");
+    let mut object: CanonicalJsonObject = serde_json::from_value(p).unwrap();
+    object.remove("signatures");
+    object.remove("hashes");
+    let id2 = h.signer.sign(&RoomVersionId::V11.rules().unwrap(), &mut object).unwrap();
+    assert_ne!(id, id2);
+    let verdict = submit_pdu(&h, serde_json::to_value(&object).unwrap()).await;
+    assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+    assert_eq!(current(&h, &room, "m.room.name", "").await.unwrap()["content"]["name"], json!("good"));
+    assert!(h.rs.event(&id2).await.unwrap().is_none(), "a rejected event is not served");
+    let state = h.rs.current_state(&room).await.unwrap();
+    assert!(state.iter().all(|e| e["content"]["name"] != "bad" && e["content"]["name"] != "intruder"));
+}
+
+#[tokio::test]
+async fn stored_state_grows_with_changes_not_with_room_size() {
+    const CHANGES: usize = 10_000;
+    const BATCH: usize = 250;
+    let h = start().await;
+    let room = room(&h).await;
+    let mut ids = Vec::new();
+    for batch in 0..CHANGES / BATCH {
+        let events = (0..BATCH)
+            .map(|i| {
+                state(
+                    "alice",
+                    "org.example.counter",
+                    &format!("k{}", batch * BATCH + i),
+                    json!({"n": batch * BATCH + i}),
+                )
+            })
+            .collect();
+        let verdict = h.rs.submit(Input::Build(BuildEvents {
+            target: Target::Room { room_id: room.clone() },
+            events,
+            txn: None,
+        }));
+        ids.extend(accepted(verdict.await.unwrap()).1);
+    }
+    assert_eq!(ids.len(), CHANGES);
+    let rows: i64 = h
+        .pool
+        .read(|t| {
+            Ok::<_, neurite_storage::StorageError>(t.query_row(
+                "SELECT COUNT(*) FROM roomserver_state_blocks",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    let per_change = rows as f64 / CHANGES as f64;
+    println!("{rows} state-block rows for {CHANGES} state changes ({per_change:.2} per change)");
+    assert!(per_change < 4.0, "{rows} rows for {CHANGES} changes");
+
+    // State at an early event is exact: the 10th change sees the 9 before it.
+    let early = h.rs.state_at_event(&ids[9]).await.unwrap().unwrap();
+    let mut counters: Vec<u64> = early
+        .iter()
+        .filter(|e| e["type"] == "org.example.counter")
+        .map(|e| e["content"]["n"].as_u64().unwrap())
+        .collect();
+    counters.sort();
+    assert_eq!(counters, (0..9).collect::<Vec<_>>());
+    // And the current state holds all of them.
+    let now = h.rs.current_state(&room).await.unwrap();
+    assert_eq!(now.iter().filter(|e| e["type"] == "org.example.counter").count(), CHANGES);
+}
