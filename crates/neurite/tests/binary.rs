@@ -271,3 +271,166 @@ async fn logs_never_carry_secrets() {
         assert!(!log.contains(secret), "a secret reached the log");
     }
 }
+
+fn sigkill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn put(base: &str, path: &str, token: &str, body: Value) -> Result<(u16, Value), reqwest::Error> {
+    let r = reqwest::Client::new().put(format!("{base}{path}")).bearer_auth(token).json(&body).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test]
+async fn sigkill_while_sending_loses_and_repeats_nothing() {
+    const CLIENTS: usize = 4;
+    const MESSAGES: usize = 150;
+    const KILLS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_up(&base, &mut server).await;
+
+    let mut tokens = Vec::new();
+    for i in 0..CLIENTS {
+        let body =
+            json!({"username": format!("c{i}"), "password": "a-long-password", "auth": {"type": "m.login.dummy"}});
+        let (status, body) = post(&base, "/_matrix/client/v3/register", body).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let create = reqwest::Client::new()
+        .post(format!("{base}/_matrix/client/v3/createRoom"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"preset": "public_chat"}))
+        .send()
+        .await
+        .unwrap();
+    let room = create.json::<Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
+    for token in &tokens[1..] {
+        let join = reqwest::Client::new().post(format!("{base}/_matrix/client/v3/join/{room}")).bearer_auth(token);
+        assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
+    }
+
+    // Each client sends its messages in order, retrying a transaction until
+    // it gets a 200, and records every 200 it gets.
+    let mut clients = Vec::new();
+    for (c, token) in tokens.iter().cloned().enumerate() {
+        let (base, room) = (base.clone(), room.clone());
+        clients.push(tokio::spawn(async move {
+            let mut answers: Vec<(String, String)> = Vec::new();
+            let mut failures = 0;
+            for m in 0..MESSAGES {
+                let txn = format!("c{c}m{m}");
+                let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+                let deadline = Instant::now() + Duration::from_secs(120);
+                // Now and then a transaction is repeated after its 200, as by a
+                // client whose answer was lost.
+                let repeats = if m % 7 == 0 { 2 } else { 1 };
+                while answers.iter().filter(|(t, _)| *t == txn).count() < repeats {
+                    match put(&base, &path, &token, json!({"msgtype": "m.text", "body": txn})).await {
+                        Ok((200, body)) => answers.push((txn.clone(), body["event_id"].as_str().unwrap().to_owned())),
+                        _ => {
+                            failures += 1;
+                            assert!(Instant::now() < deadline, "{txn} never succeeded");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+            (answers, failures)
+        }));
+    }
+
+    for _ in 0..KILLS {
+        let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 30..150);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        sigkill(&mut server);
+        server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
+        wait_until_up(&base, &mut server).await;
+    }
+    let (mut answers, mut failures) = (Vec::new(), 0);
+    for client in clients {
+        let (a, f) = client.await.unwrap();
+        answers.extend(a);
+        failures += f;
+    }
+    assert!(failures > 0, "the kills interrupted sending (else this test proves nothing)");
+    let state = reqwest::Client::new()
+        .get(format!("{base}/_matrix/client/v3/rooms/{room}/state"))
+        .bearer_auth(&tokens[0])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(sigterm_and_wait(&mut server).success());
+
+    // No transaction was answered with two different events.
+    let mut by_txn: std::collections::HashMap<String, String> = Default::default();
+    for (txn, event_id) in &answers {
+        if let Some(previous) = by_txn.insert(txn.clone(), event_id.clone()) {
+            assert_eq!(&previous, event_id, "{txn} answered with two event IDs");
+        }
+    }
+    assert_eq!(by_txn.len(), CLIENTS * MESSAGES);
+
+    // Every accepted message is in the room exactly once, and in each
+    // client's order.
+    let db = rusqlite::Connection::open(dir.path().join("data/neurite.db")).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT e.event_id, e.json, e.depth, e.is_rejected, t.event_type, k.state_key FROM roomserver_events e
+             JOIN roomserver_event_types t ON t.event_type_nid = e.event_type_nid
+             LEFT JOIN roomserver_state_keys k ON k.state_key_nid = e.state_key_nid
+             ORDER BY e.depth",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, i64, bool, String, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let mut order: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for (event_id, json, _, rejected, event_type, _) in &rows {
+        if event_type != "m.room.message" || *rejected {
+            continue;
+        }
+        let pdu: Value = serde_json::from_str(json).unwrap();
+        let body = pdu["content"]["body"].as_str().unwrap().to_owned();
+        assert_eq!(by_txn.get(&body), Some(event_id), "{body} stored as another event than answered");
+        *seen.entry(body.clone()).or_default() += 1;
+        let (c, m) = body[1..].split_once('m').unwrap();
+        order.entry(c.parse().unwrap()).or_default().push(m.parse().unwrap());
+    }
+    assert_eq!(seen.len(), CLIENTS * MESSAGES, "every accepted message is stored");
+    assert!(seen.values().all(|n| *n == 1), "no message is stored twice");
+    for (c, ms) in order {
+        assert!(ms.windows(2).all(|w| w[0] < w[1]), "client {c}'s messages are in order: {ms:?}");
+    }
+
+    // Current state equals the state recomputed from the stored events
+    // (one writer, so the history is a line: the last event per key wins).
+    let mut recomputed: std::collections::BTreeMap<(String, String), String> = Default::default();
+    for (event_id, _, _, rejected, event_type, state_key) in &rows {
+        if let (false, Some(key)) = (rejected, state_key) {
+            recomputed.insert((event_type.clone(), key.clone()), event_id.clone());
+        }
+    }
+    let served: std::collections::BTreeMap<(String, String), String> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let key = (e["type"].as_str().unwrap().to_owned(), e["state_key"].as_str().unwrap().to_owned());
+            (key, e["event_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(served, recomputed);
+}
