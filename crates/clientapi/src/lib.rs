@@ -14,7 +14,7 @@ mod routes;
 use std::sync::Arc;
 
 use neurite_core::Config;
-use neurite_roomserver::{RoomserverInput, RoomserverQuery};
+use neurite_roomserver::{RoomserverDirectory, RoomserverInput, RoomserverQuery};
 use neurite_userapi::UserApi;
 
 pub use extract::Ruma;
@@ -31,6 +31,7 @@ struct Inner {
     users: Arc<dyn UserApi>,
     room_input: Arc<dyn RoomserverInput>,
     rooms: Arc<dyn RoomserverQuery>,
+    directory: Arc<dyn RoomserverDirectory>,
     config: Arc<Config>,
     limiter: Option<RateLimiter>,
 }
@@ -41,10 +42,11 @@ impl ClientApi {
         users: Arc<dyn UserApi>,
         room_input: Arc<dyn RoomserverInput>,
         rooms: Arc<dyn RoomserverQuery>,
+        directory: Arc<dyn RoomserverDirectory>,
         config: Arc<Config>,
     ) -> Self {
         let limiter = RateLimiter::from_config(&config);
-        Self { inner: Arc::new(Inner { users, room_input, rooms, config, limiter }) }
+        Self { inner: Arc::new(Inner { users, room_input, rooms, directory, config, limiter }) }
     }
 
     /// The room server's writer side.
@@ -55,6 +57,11 @@ impl ClientApi {
     /// The room server's queries.
     pub(crate) fn rooms(&self) -> &dyn RoomserverQuery {
         &*self.inner.rooms
+    }
+
+    /// The room directory: aliases, the public room list, forgotten rooms.
+    pub(crate) fn directory(&self) -> &dyn RoomserverDirectory {
+        &*self.inner.directory
     }
 
     /// The userapi.

@@ -60,6 +60,11 @@ pub enum ErrorKind {
     InvalidRoomState,
     /// `M_BAD_STATE`: the state change cannot be made, e.g. unbanning a user who is not banned.
     BadState,
+    /// `M_ROOM_IN_USE`: the room alias `createRoom` was asked for is taken.
+    RoomInUse,
+    /// `M_UNKNOWN` with status 409: the resource already exists, e.g. a taken room alias on
+    /// `PUT /directory/room/{roomAlias}`.
+    Conflict,
     /// `M_UNKNOWN` with status 400: a bad request no other code describes.
     BadRequest,
     /// `M_UNKNOWN` with status 500: a fault on our side; details are logged, never sent.
@@ -93,7 +98,8 @@ impl ErrorKind {
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
             Self::BadState => "M_BAD_STATE",
-            Self::BadRequest | Self::Internal => "M_UNKNOWN",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::BadRequest | Self::Conflict | Self::Internal => "M_UNKNOWN",
             Self::UiaRequired(_) => "M_FORBIDDEN",
         }
     }
@@ -114,7 +120,9 @@ impl ErrorKind {
             | Self::UnsupportedRoomVersion
             | Self::InvalidRoomState
             | Self::BadState
+            | Self::RoomInUse
             | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unrecognized { status } => *status,
@@ -224,6 +232,8 @@ mod tests {
             (ErrorKind::TooLarge, 413, "M_TOO_LARGE"),
             (ErrorKind::Unrecognized { status: StatusCode::METHOD_NOT_ALLOWED }, 405, "M_UNRECOGNIZED"),
             (ErrorKind::Internal, 500, "M_UNKNOWN"),
+            (ErrorKind::RoomInUse, 400, "M_ROOM_IN_USE"),
+            (ErrorKind::Conflict, 409, "M_UNKNOWN"),
         ];
         for (kind, status, errcode) in cases {
             assert_eq!(kind.status().as_u16(), status, "{errcode}");

@@ -101,6 +101,7 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
         Arc::new(users.clone()),
         Arc::new(roomserver.clone()),
         Arc::new(roomserver.clone()),
+        Arc::new(roomserver.clone()),
         config.clone(),
     );
     let limiter = client_api.limiter().cloned();

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod directory;
 mod event;
 pub mod limits;
 mod process;
@@ -22,6 +23,10 @@ mod storage;
 pub use api::{
     BuildEvents, EventJson, Input, InputRoomEvent, InvalidCode, OutputRoomEvent, PduInput, ProtoEvent, RoomserverError,
     RoomserverInput, RoomserverQuery, Target, TxnKey, Verdict,
+};
+pub use directory::{
+    ForgetOutcome, PUBLIC_ROOMS_PAGE_COUNT_MAX, PUBLIC_ROOMS_SEARCH_COUNT_MAX, PublicRoomSummary, PublicRoomsPage,
+    PublicRoomsQuery, RoomserverDirectory,
 };
 pub use process::Signer;
 pub use service::Roomserver;

@@ -4,13 +4,14 @@ use axum::extract::State;
 use neurite_core::http::RumaResponse;
 use neurite_core::{ErrorKind, MatrixError, MatrixResult};
 use neurite_roomserver::{BuildEvents, DEFAULT_ROOM_VERSION, Input, ProtoEvent, SUPPORTED_ROOM_VERSIONS, Target};
+use ruma::api::client::room::Visibility;
 use ruma::api::client::room::create_room;
 use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::room_version_rules::RoomIdFormatVersion;
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::{Map, Value as JsonValue, json};
 
-use super::rooms::{accepted, fault, state_event};
+use super::rooms::{accepted, fault, send_one, state_event};
 use crate::{ClientApi, Ruma};
 
 /// Length of the random part of room IDs (versions before 12).
@@ -46,12 +47,29 @@ fn power_levels(creator: &UserId, v12: bool, preset: &RoomPreset, invitees: &[Ow
     })
 }
 
+/// The alias `room_alias_name` asks for: `#<name>:<our server>`, 400
+/// `M_INVALID_PARAM` if that is not a valid alias, 400 `M_ROOM_IN_USE` if it is taken.
+async fn requested_alias(api: &ClientApi, name: &str) -> MatrixResult<OwnedRoomAliasId> {
+    // A colon would make part of the name read as the server name.
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+        return Err(MatrixError::invalid_param("room_alias_name may not be empty or hold ':' or whitespace"));
+    }
+    let alias = RoomAliasId::parse(format!("#{name}:{}", api.config().server_name))
+        .map_err(|e| MatrixError::invalid_param(format!("room_alias_name does not make a valid alias: {e}")))?;
+    if api.directory().resolve_alias(&alias).await.map_err(fault)?.is_some() {
+        return Err(MatrixError::new(ErrorKind::RoomInUse, format!("Room alias {alias} already exists")));
+    }
+    Ok(alias)
+}
+
 /// # `POST /_matrix/client/v3/createRoom`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3createroom)
 ///
 /// The events go to the room server as one input, in the spec's order:
-/// create, the creator's join, power levels, the preset's join rules,
-/// history visibility and guest access, `initial_state`, name, topic, invites.
+/// create, the creator's join, power levels, the canonical alias of
+/// `room_alias_name`, the preset's join rules, history visibility and guest
+/// access, `initial_state`, name, topic, invites. Then the alias is mapped
+/// and, for `visibility: public`, the room is published.
 pub(crate) async fn create_room(
     State(api): State<ClientApi>,
     req: Ruma<create_room::v3::Request>,
@@ -68,9 +86,10 @@ pub(crate) async fn create_room(
     }
     let rules = version.rules().expect("supported versions have rules");
     let v12 = rules.room_id_format == RoomIdFormatVersion::V2;
-    if body.room_alias_name.is_some() {
-        return Err(MatrixError::invalid_param("room aliases are not supported yet"));
-    }
+    let alias = match &body.room_alias_name {
+        Some(name) => Some(requested_alias(&api, name).await?),
+        None => None,
+    };
     for invitee in &body.invite {
         if api.users().profile(invitee).await?.is_none() {
             return Err(MatrixError::not_found(format!(
@@ -79,7 +98,7 @@ pub(crate) async fn create_room(
         }
     }
     let preset = body.preset.clone().unwrap_or(match body.visibility {
-        ruma::api::client::room::Visibility::Public => RoomPreset::PublicChat,
+        Visibility::Public => RoomPreset::PublicChat,
         _ => RoomPreset::PrivateChat,
     });
 
@@ -120,16 +139,6 @@ pub(crate) async fn create_room(
         }
     }
     events.push(state_event(&creator, "m.room.power_levels", "", levels));
-
-    let (join_rule, guest_access) = match preset {
-        RoomPreset::PublicChat => ("public", "forbidden"),
-        _ => ("invite", "can_join"),
-    };
-    let mut preset_events = vec![
-        state_event(&creator, "m.room.join_rules", "", json!({"join_rule": join_rule})),
-        state_event(&creator, "m.room.history_visibility", "", json!({"history_visibility": "shared"})),
-        state_event(&creator, "m.room.guest_access", "", json!({"guest_access": guest_access})),
-    ];
     let mut initial = Vec::new();
     for raw in &body.initial_state {
         let event: JsonValue =
@@ -144,9 +153,25 @@ pub(crate) async fn create_room(
         let state_key = event["state_key"].as_str().unwrap_or_default().to_owned();
         initial.push(state_event(&creator, &event_type, &state_key, event["content"].clone()));
     }
-    // initial_state takes precedence over the preset's events.
+    // initial_state takes precedence over the preset's and the alias's events.
     let overridden =
         |e: &ProtoEvent| initial.iter().any(|i| i.event_type == e.event_type && i.state_key == e.state_key);
+    if let Some(alias) = &alias {
+        let canonical = state_event(&creator, "m.room.canonical_alias", "", json!({"alias": alias}));
+        if !overridden(&canonical) {
+            events.push(canonical);
+        }
+    }
+
+    let (join_rule, guest_access) = match preset {
+        RoomPreset::PublicChat => ("public", "forbidden"),
+        _ => ("invite", "can_join"),
+    };
+    let mut preset_events = vec![
+        state_event(&creator, "m.room.join_rules", "", json!({"join_rule": join_rule})),
+        state_event(&creator, "m.room.history_visibility", "", json!({"history_visibility": "shared"})),
+        state_event(&creator, "m.room.guest_access", "", json!({"guest_access": guest_access})),
+    ];
     preset_events.retain(|e| !overridden(e));
     events.extend(preset_events);
     events.extend(initial);
@@ -182,5 +207,21 @@ pub(crate) async fn create_room(
         _ => e,
     })?;
     tracing::info!(%room_id, "room created");
+    if let Some(alias) = &alias {
+        // The alias was free before the room was built; only a concurrent
+        // request for the same alias can have taken it since. The room exists
+        // and the creator is in it, so it is answered, without the alias; its
+        // canonical alias event, which now names another room's alias, is cleared.
+        if !api.directory().set_alias(alias, &room_id, &creator).await.map_err(fault)? {
+            tracing::warn!(%room_id, %alias, "the room's alias was taken while the room was created");
+            let cleared = state_event(&creator, "m.room.canonical_alias", "", json!({}));
+            if let Err(e) = send_one(&api, &room_id, cleared, None).await {
+                tracing::warn!(error = %e, %room_id, "clearing the canonical alias failed");
+            }
+        }
+    }
+    if body.visibility == Visibility::Public {
+        api.directory().set_published(&room_id, true).await.map_err(fault)?;
+    }
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use neurite_core::MatrixResult;
 use neurite_core::http::RumaResponse;
+use neurite_roomserver::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
 use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
 use serde_json::{Value, json};
 
@@ -36,10 +37,13 @@ pub(crate) async fn well_known(State(api): State<ClientApi>, _: Ruma<discover_ho
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities)
 ///
 /// Every capability is listed explicitly, defaults included, so clients need
-/// not know the defaults. `m.room_versions` arrives with rooms.
+/// not know the defaults.
 pub(crate) async fn capabilities(_: Ruma<get_capabilities::v3::Request>) -> MatrixResult<Json<Value>> {
+    let available: serde_json::Map<String, Value> =
+        SUPPORTED_ROOM_VERSIONS.iter().map(|v| (v.to_string(), json!("stable"))).collect();
     Ok(Json(json!({
         "capabilities": {
+            "m.room_versions": {"default": DEFAULT_ROOM_VERSION.as_str(), "available": available},
             "m.change_password": {"enabled": true},
             "m.set_displayname": {"enabled": true},
             "m.set_avatar_url": {"enabled": true},

@@ -1,4 +1,4 @@
-//! Membership: join, leave, invite, kick, ban, unban; `/joined_rooms`,
+//! Membership: join, leave, forget, invite, kick, ban, unban; `/joined_rooms`,
 //! `/rooms/{roomId}/members`, `/rooms/{roomId}/joined_members`.
 
 use std::collections::BTreeMap;
@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use neurite_core::http::RumaResponse;
-use neurite_core::{MatrixError, MatrixResult};
+use neurite_core::{ErrorKind, MatrixError, MatrixResult};
+use neurite_roomserver::ForgetOutcome;
 use neurite_userapi::Session;
 use ruma::api::client::membership::{
-    ban_user, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members, joined_rooms,
-    kick_user, leave_room, unban_user,
+    ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
+    joined_rooms, kick_user, leave_room, unban_user,
 };
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, UserId};
+use ruma::{RoomAliasId, RoomId, UserId};
 use serde_json::{Value as JsonValue, json};
 
 use super::rooms::{fault, require_joined, send_one, state_event};
@@ -52,6 +53,16 @@ async fn set_membership(
     Ok(())
 }
 
+/// The room a local alias names; 404 for an unknown one (remote aliases
+/// resolve once federation does).
+async fn resolve_alias(api: &ClientApi, alias: &RoomAliasId) -> MatrixResult<ruma::OwnedRoomId> {
+    let not_found = || MatrixError::not_found(format!("Room alias {alias} not found"));
+    if alias.server_name().as_str() != api.config().server_name {
+        return Err(not_found());
+    }
+    api.directory().resolve_alias(alias).await.map_err(fault)?.ok_or_else(not_found)
+}
+
 /// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3joinroomidoralias)
 pub(crate) async fn join_by_id_or_alias(
@@ -60,7 +71,7 @@ pub(crate) async fn join_by_id_or_alias(
 ) -> MatrixResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let room_id = match <&RoomId>::try_from(&*req.body.room_id_or_alias) {
         Ok(room_id) => room_id.to_owned(),
-        Err(_) => return Err(MatrixError::not_found("room aliases are not supported yet")),
+        Err(alias) => resolve_alias(&api, alias).await?,
     };
     let session = req.session();
     set_membership(&api, session, &room_id, &session.user_id, "join", req.body.reason.as_deref()).await?;
@@ -87,6 +98,24 @@ pub(crate) async fn leave(
     let session = req.session();
     set_membership(&api, session, &req.body.room_id, &session.user_id, "leave", req.body.reason.as_deref()).await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+/// [spec](https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3roomsroomidforget)
+///
+/// 400 `M_UNKNOWN` while the user is joined, invited or knocking, as the spec's example.
+pub(crate) async fn forget(
+    State(api): State<ClientApi>,
+    req: Ruma<forget_room::v3::Request>,
+) -> MatrixResult<RumaResponse<forget_room::v3::Response>> {
+    let room_id = &req.body.room_id;
+    match api.directory().forget_room(room_id, &req.session().user_id).await.map_err(fault)? {
+        ForgetOutcome::Forgotten => Ok(RumaResponse(forget_room::v3::Response::new())),
+        ForgetOutcome::StillInRoom => {
+            Err(MatrixError::new(ErrorKind::BadRequest, "You must leave the room before forgetting it"))
+        }
+        ForgetOutcome::UnknownRoom => Err(MatrixError::not_found("Unknown room")),
+    }
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
@@ -133,7 +162,7 @@ pub(crate) async fn unban(
 ) -> MatrixResult<RumaResponse<unban_user::v3::Response>> {
     let body = &req.body;
     if api.rooms().membership(&body.room_id, &body.user_id).await.map_err(fault)? != Some(MembershipState::Ban) {
-        return Err(MatrixError::new(neurite_core::ErrorKind::BadState, "the user is not banned"));
+        return Err(MatrixError::new(ErrorKind::BadState, "the user is not banned"));
     }
     set_membership(&api, req.session(), &body.room_id, &body.user_id, "leave", body.reason.as_deref()).await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))

@@ -3,6 +3,7 @@
 mod account;
 mod create_room;
 mod device;
+mod directory;
 mod discovery;
 mod events;
 mod filter;
@@ -73,8 +74,8 @@ impl RouterExt for Router<ClientApi> {
 /// All client API routes, with their state.
 pub fn router(api: ClientApi) -> Router {
     use ruma::api::client::{
-        account as a, device as d, discovery as disc, filter as f, membership as m, message as msg, profile as p,
-        redact as red, room as r, session as s, state as st,
+        account as a, alias as al, device as d, directory as dir, discovery as disc, filter as f, membership as m,
+        message as msg, profile as p, redact as red, room as r, session as s, state as st,
     };
     Router::new()
         .ruma::<disc::get_supported_versions::Request, _, _>(discovery::versions)
@@ -110,6 +111,7 @@ pub fn router(api: ClientApi) -> Router {
         .ruma::<m::kick_user::v3::Request, _, _>(membership::kick)
         .ruma::<m::ban_user::v3::Request, _, _>(membership::ban)
         .ruma::<m::unban_user::v3::Request, _, _>(membership::unban)
+        .ruma::<m::forget_room::v3::Request, _, _>(membership::forget)
         .ruma::<m::joined_rooms::v3::Request, _, _>(membership::joined)
         .ruma::<m::get_member_events::v3::Request, _, _>(membership::members)
         .ruma::<m::joined_members::v3::Request, _, _>(membership::joined_members_of)
@@ -119,5 +121,13 @@ pub fn router(api: ClientApi) -> Router {
         .ruma_empty_last::<st::send_state_event::v3::Request, _, _>(events::put_state)
         .ruma_empty_last::<st::get_state_event_for_key::v3::Request, _, _>(events::get_state)
         .ruma::<st::get_state_events::v3::Request, _, _>(events::get_all_state)
+        .ruma::<al::create_alias::v3::Request, _, _>(directory::set_alias)
+        .ruma::<al::get_alias::v3::Request, _, _>(directory::get_alias)
+        .ruma::<al::delete_alias::v3::Request, _, _>(directory::delete_alias)
+        .ruma::<r::aliases::v3::Request, _, _>(directory::room_aliases)
+        .ruma::<dir::get_room_visibility::v3::Request, _, _>(directory::get_visibility)
+        .ruma::<dir::set_room_visibility::v3::Request, _, _>(directory::set_visibility)
+        .ruma::<dir::get_public_rooms::v3::Request, _, _>(directory::public_rooms)
+        .ruma::<dir::get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered)
         .with_state(api)
 }

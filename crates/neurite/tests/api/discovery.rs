@@ -32,6 +32,10 @@ async fn capabilities_need_a_token_and_list_account_capabilities() {
     assert_eq!(caps["m.set_displayname"], json!({"enabled": true}));
     assert_eq!(caps["m.set_avatar_url"], json!({"enabled": true}));
     assert_eq!(caps["m.3pid_changes"], json!({"enabled": false}));
+    assert_eq!(caps["m.room_versions"]["default"], json!("12"), "the spec's recommended default");
+    let available = caps["m.room_versions"]["available"].as_object().unwrap();
+    assert_eq!(available.get("11"), Some(&json!("stable")));
+    assert!(available.get("1").is_none(), "versions without full state resolution support are not offered");
     // The r0 alias answers the same.
     let r0 = server.get("/_matrix/client/r0/capabilities", Some(&alice.access_token)).await.ok().clone();
     assert_eq!(r0, body);

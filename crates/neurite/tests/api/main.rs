@@ -4,6 +4,7 @@
 
 mod account;
 mod devices;
+mod directory;
 mod discovery;
 mod errors;
 mod filters;

@@ -9,8 +9,10 @@ use super::{EventRow, Res, RoomRow, RoomTables};
 use crate::state::{BlockRef, StateKeyTuple};
 
 /// The room server's migrations.
-pub(crate) static MIGRATIONS: &[Migration] =
-    &[("0001_create_roomserver", include_str!("../../migrations/sqlite/0001_create_roomserver.sql"))];
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    ("0001_create_roomserver", include_str!("../../migrations/sqlite/0001_create_roomserver.sql")),
+    ("0002_create_directory", include_str!("../../migrations/sqlite/0002_create_directory.sql")),
+];
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
