@@ -67,7 +67,12 @@ pub struct Server {
     pub roomserver: Roomserver,
     router: axum::Router,
     limiter: Option<RateLimiter>,
+    log: SqliteLog,
 }
+
+/// How often the server drops idle rate-limit buckets and log records every
+/// subscription has acknowledged, in seconds.
+pub const MAINTENANCE_INTERVAL_SECS: u64 = 60;
 
 /// Opens (creating on first start) the data folder, the signing key and the
 /// database, and builds every component.
@@ -94,8 +99,8 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     // Invariant: one pool, so one writer connection, for every component on
     // the embedded database.
     let users = UserApiService::open_sqlite(pool.clone(), &config).await.map_err(|e| db_error(&e))?;
-    let log: Arc<dyn neurite_log::Log> = Arc::new(SqliteLog::open(pool.clone()).await.map_err(|e| db_error(&e))?);
-    let roomserver = Roomserver::start(pool, log, signer).await.map_err(|e| db_error(&e))?;
+    let log = SqliteLog::open(pool.clone()).await.map_err(|e| db_error(&e))?;
+    let roomserver = Roomserver::start(pool, Arc::new(log.clone()), signer).await.map_err(|e| db_error(&e))?;
 
     let client_api = ClientApi::new(
         Arc::new(users.clone()),
@@ -106,7 +111,7 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     );
     let limiter = client_api.limiter().cloned();
     let router = http::app(&config, neurite_clientapi::router(client_api));
-    Ok(Server { config, users, roomserver, router, limiter })
+    Ok(Server { config, users, roomserver, router, limiter, log })
 }
 
 /// Creates the data folder (and parents) if absent; the folder itself is
@@ -132,20 +137,22 @@ pub async fn serve(
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let pruner = server.limiter.clone().map(|limiter| {
-        tokio::spawn(async move {
-            let period = std::time::Duration::from_secs(neurite_clientapi::BUCKET_PRUNE_INTERVAL_SECS);
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
+    let (limiter, log) = (server.limiter.clone(), server.log.clone());
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(MAINTENANCE_INTERVAL_SECS));
+        loop {
+            tick.tick().await;
+            if let Some(limiter) = &limiter {
                 limiter.prune();
             }
-        })
+            // Output topics are kept until their readers (the sync API) subscribe.
+            if let Err(e) = log.prune(neurite_log::INPUT_ROOM_EVENT).await {
+                tracing::warn!(error = %e, "pruning the input log failed");
+            }
+        }
     });
     let app = server.router.into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-    if let Some(pruner) = pruner {
-        pruner.abort();
-    }
+    maintenance.abort();
     result
 }
