@@ -36,6 +36,10 @@ pub struct TxnKey {
     pub device_id: OwnedDeviceId,
     /// The client's transaction ID.
     pub txn_id: OwnedTransactionId,
+    /// What the transaction ID is for (endpoint and room, e.g.
+    /// `send:!room:m.room.message`): a client reusing an ID on another room
+    /// or endpoint starts another transaction, as with Synapse.
+    pub scope: String,
 }
 
 /// Where a [`BuildEvents`] input goes.

@@ -451,7 +451,7 @@ fn check_redaction<T: RoomTables>(
 pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &BuildEvents, now: u64) -> Res<Processed> {
     let no_outputs = |verdict| Ok(Processed { verdict, outputs: Vec::new() });
     if let Some(txn) = &build.txn
-        && let Some(event_id) = t.txn_event(txn.user_id.as_str(), txn.device_id.as_str(), txn.txn_id.as_str())?
+        && let Some(event_id) = t.txn_event(txn)?
     {
         // A retried transaction: answer with the event it made.
         let row = t.event_by_id(&event_id)?.ok_or_else(|| StorageError::Corrupt("txn event missing".into()))?;
@@ -571,7 +571,7 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
     if let Some(txn) = &build.txn
         && let Some(first) = event_ids.first()
     {
-        t.insert_txn(txn.user_id.as_str(), txn.device_id.as_str(), txn.txn_id.as_str(), first.as_str())?;
+        t.insert_txn(txn, first.as_str())?;
     }
     Ok(Processed { verdict: Verdict::Accepted { room_id, event_ids }, outputs })
 }

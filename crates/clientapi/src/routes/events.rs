@@ -39,8 +39,12 @@ pub(crate) async fn send(
         content: content_of(body.body.json())?,
         redacts: None,
     };
-    let txn =
-        TxnKey { user_id: session.user_id.clone(), device_id: session.device_id.clone(), txn_id: body.txn_id.clone() };
+    let txn = TxnKey {
+        user_id: session.user_id.clone(),
+        device_id: session.device_id.clone(),
+        txn_id: body.txn_id.clone(),
+        scope: format!("send:{}:{}", body.room_id, body.event_type),
+    };
     let event_id = send_one(&api, &body.room_id, event, Some(txn)).await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
 }
@@ -64,8 +68,12 @@ pub(crate) async fn redact(
         content,
         redacts: Some(body.event_id.clone()),
     };
-    let txn =
-        TxnKey { user_id: session.user_id.clone(), device_id: session.device_id.clone(), txn_id: body.txn_id.clone() };
+    let txn = TxnKey {
+        user_id: session.user_id.clone(),
+        device_id: session.device_id.clone(),
+        txn_id: body.txn_id.clone(),
+        scope: format!("redact:{}:{}", body.room_id, body.event_id),
+    };
     let event_id = send_one(&api, &body.room_id, event, Some(txn)).await?;
     Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
 }

@@ -119,6 +119,10 @@ async fn send_is_idempotent_per_device_and_transaction() {
     assert_eq!(first, again, "a repeat returns the same event");
     let other = send_text(&server, &alice, &room, "txn2", "hello").await.ok()["event_id"].clone();
     assert_ne!(first, other);
+    // The same ID in another room is another transaction.
+    let room2 = create_room(&server, &alice, json!({})).await;
+    let elsewhere = send_text(&server, &alice, &room2, "txn1", "hello").await.ok()["event_id"].clone();
+    assert_ne!(first, elsewhere);
     // Another device of the same user has its own transaction IDs.
     let phone = server.login("alice", neurite_test::PASSWORD).await;
     let from_phone = send_text(&server, &phone, &room, "txn1", "hello").await.ok()["event_id"].clone();
@@ -350,4 +354,79 @@ async fn rejected_a_second_create_event() {
     put_state(&server, &alice, &room, "m.room.create", "", json!({"room_version": "12"}))
         .await
         .expect_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn create_room_sends_its_events_in_the_spec_order() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    server.register("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "private_chat", "name": "N", "topic": "T", "invite": ["@bob:localhost"],
+            "room_alias_name": "ordered",
+            "initial_state": [{"type": "org.example.custom", "state_key": "", "content": {"x": 1}}],
+        }),
+    )
+    .await;
+    // Read the order the room server stored them in (WAL lets a reader in
+    // while the server runs).
+    let db = rusqlite::Connection::open(server.config.data_dir.join("neurite.db")).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT t.event_type FROM roomserver_events e
+             JOIN roomserver_rooms r ON r.room_nid = e.room_nid
+             JOIN roomserver_event_types t ON t.event_type_nid = e.event_type_nid
+             WHERE r.room_id = ?1 ORDER BY e.depth",
+        )
+        .unwrap();
+    let types: Vec<String> = stmt.query_map([&room], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        types,
+        [
+            "m.room.create",
+            "m.room.member",
+            "m.room.power_levels",
+            "m.room.canonical_alias",
+            "m.room.join_rules",
+            "m.room.history_visibility",
+            "m.room.guest_access",
+            "org.example.custom",
+            "m.room.name",
+            "m.room.topic",
+            "m.room.member",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_supported_room_version_works() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    for version in 6..=12 {
+        let room =
+            create_room(&server, &alice, json!({"room_version": version.to_string(), "preset": "public_chat"})).await;
+        assert_eq!(
+            state(&server, &alice, &room, "m.room.create", "").await.ok()["room_version"],
+            json!(version.to_string())
+        );
+        membership(&server, &bob, &room, "join", json!({})).await.ok();
+        send_text(&server, &bob, &room, "t", "hello").await.ok();
+        put_state(&server, &alice, &room, "m.room.topic", "", json!({"topic": "v"})).await.ok();
+        put_state(&server, &bob, &room, "m.room.topic", "", json!({"topic": "no"}))
+            .await
+            .expect_error(403, "M_FORBIDDEN");
+        let event_id =
+            send_text(&server, &alice, &room, "r", "redact me").await.ok()["event_id"].as_str().unwrap().to_owned();
+        server
+            .put(&format!("/_matrix/client/v3/rooms/{room}/redact/{event_id}/x"), token(&alice), json!({}))
+            .await
+            .ok();
+        let event = server.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), token(&bob)).await;
+        assert_eq!(event.status.as_u16(), 200, "v{version}: {}", event.body);
+        assert_eq!(event.body["content"], json!({}), "v{version}");
+    }
 }

@@ -76,13 +76,14 @@ CREATE TABLE roomserver_memberships (
 );
 CREATE INDEX roomserver_memberships_user ON roomserver_memberships (user_id, membership);
 
--- Client transactions already answered: (user, device, txn) -> event.
+-- Client transactions already answered: (user, device, scope, txn) -> event.
 CREATE TABLE roomserver_transactions (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 
 -- Inputs already processed, with their verdicts, so a redelivery is answered, not redone.

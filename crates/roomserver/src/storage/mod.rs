@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use neurite_storage::StorageError;
 
+use crate::api::TxnKey;
 use crate::state::{BlockRef, StateKeyTuple};
 
 /// Result of a table operation.
@@ -68,8 +69,8 @@ pub(crate) trait RoomTables {
     fn membership(&self, room_nid: i64, user_id: &str) -> Res<Option<String>>;
     fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Res<Vec<String>>;
 
-    fn txn_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Res<Option<String>>;
-    fn insert_txn(&self, user_id: &str, device_id: &str, txn_id: &str, event_id: &str) -> Res<()>;
+    fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>>;
+    fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()>;
     fn input_verdict(&self, request_id: &str) -> Res<Option<String>>;
     fn insert_input_verdict(&self, request_id: &str, verdict: &str, now: u64) -> Res<()>;
     fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64>;

@@ -6,6 +6,7 @@ use neurite_storage::{Migration, StorageError};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{EventRow, Res, RoomRow, RoomTables};
+use crate::api::TxnKey;
 use crate::state::{BlockRef, StateKeyTuple};
 
 /// The room server's migrations.
@@ -215,19 +216,22 @@ impl RoomTables for Transaction<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn txn_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Res<Option<String>> {
+    fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>> {
         Ok(self
             .prepare_cached(
-                "SELECT event_id FROM roomserver_transactions WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+                "SELECT event_id FROM roomserver_transactions
+                 WHERE user_id = ?1 AND device_id = ?2 AND scope = ?3 AND txn_id = ?4",
             )?
-            .query_row([user_id, device_id, txn_id], |r| r.get(0))
+            .query_row([txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
-    fn insert_txn(&self, user_id: &str, device_id: &str, txn_id: &str, event_id: &str) -> Res<()> {
+    fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()> {
         self.execute(
-            "INSERT INTO roomserver_transactions (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
-            [user_id, device_id, txn_id, event_id],
+            "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            [txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str(), event_id],
         )?;
         Ok(())
     }
