@@ -15,11 +15,26 @@ use std::sync::Arc;
 
 use neurite_core::Config;
 use neurite_roomserver::{RoomserverDirectory, RoomserverInput, RoomserverQuery};
+use neurite_syncapi::SyncApi;
 use neurite_userapi::UserApi;
 
 pub use extract::Ruma;
 pub use ratelimit::{BUCKET_PRUNE_INTERVAL_SECS, RateLimiter};
 pub use routes::router;
+
+/// The components the client API calls, each through its trait.
+pub struct Components {
+    /// Accounts, devices, profiles, filters.
+    pub users: Arc<dyn UserApi>,
+    /// The room server's writer side.
+    pub room_input: Arc<dyn RoomserverInput>,
+    /// The room server's queries.
+    pub rooms: Arc<dyn RoomserverQuery>,
+    /// Room aliases and the room directory.
+    pub directory: Arc<dyn RoomserverDirectory>,
+    /// `/sync` and `/messages`.
+    pub sync: Arc<dyn SyncApi>,
+}
 
 /// The state every client API handler gets: handles to the components.
 #[derive(Clone)]
@@ -32,21 +47,22 @@ struct Inner {
     room_input: Arc<dyn RoomserverInput>,
     rooms: Arc<dyn RoomserverQuery>,
     directory: Arc<dyn RoomserverDirectory>,
+    sync: Arc<dyn SyncApi>,
     config: Arc<Config>,
     limiter: Option<RateLimiter>,
 }
 
 impl ClientApi {
     /// Builds the client API over the given components; rate limits follow `config`.
-    pub fn new(
-        users: Arc<dyn UserApi>,
-        room_input: Arc<dyn RoomserverInput>,
-        rooms: Arc<dyn RoomserverQuery>,
-        directory: Arc<dyn RoomserverDirectory>,
-        config: Arc<Config>,
-    ) -> Self {
+    pub fn new(components: Components, config: Arc<Config>) -> Self {
         let limiter = RateLimiter::from_config(&config);
-        Self { inner: Arc::new(Inner { users, room_input, rooms, directory, config, limiter }) }
+        let Components { users, room_input, rooms, directory, sync } = components;
+        Self { inner: Arc::new(Inner { users, room_input, rooms, directory, sync, config, limiter }) }
+    }
+
+    /// The sync API.
+    pub(crate) fn sync(&self) -> &dyn SyncApi {
+        &*self.inner.sync
     }
 
     /// The room server's writer side.

@@ -120,6 +120,13 @@ pub trait Log: Send + Sync {
     /// # Errors
     /// [`LogError::Invalid`] for a bad name, [`LogError::Storage`].
     async fn unsubscribe(&self, topic: &str, name: &str) -> Result<(), LogError>;
+
+    /// The offset of the last record committed to `topic` (0 if none): a
+    /// reader that has applied up to it has seen everything published so far.
+    ///
+    /// # Errors
+    /// [`LogError::Invalid`] for a bad topic name.
+    async fn latest_offset(&self, topic: &str) -> Result<u64, LogError>;
 }
 
 /// One open durable subscription: a stream of records and their acknowledgements.

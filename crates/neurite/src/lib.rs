@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use neurite_clientapi::{ClientApi, RateLimiter};
+use neurite_clientapi::{ClientApi, Components, RateLimiter};
 use neurite_core::Config;
 use neurite_log::SqliteLog;
 use neurite_roomserver::{Roomserver, Signer};
 use neurite_storage::sqlite::SqlitePool;
+use neurite_syncapi::SyncService;
 use neurite_userapi::UserApiService;
 use tokio::net::TcpListener;
 
@@ -100,15 +101,19 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     // the embedded database.
     let users = UserApiService::open_sqlite(pool.clone(), &config).await.map_err(|e| db_error(&e))?;
     let log = SqliteLog::open(pool.clone()).await.map_err(|e| db_error(&e))?;
+    // Invariant: every log reader subscribes before the server serves, so a
+    // topic's backlog bound applies from its first record.
+    let sync = SyncService::start(pool.clone(), Arc::new(log.clone())).await.map_err(|e| db_error(&e))?;
     let roomserver = Roomserver::start(pool, Arc::new(log.clone()), signer).await.map_err(|e| db_error(&e))?;
 
-    let client_api = ClientApi::new(
-        Arc::new(users.clone()),
-        Arc::new(roomserver.clone()),
-        Arc::new(roomserver.clone()),
-        Arc::new(roomserver.clone()),
-        config.clone(),
-    );
+    let components = Components {
+        users: Arc::new(users.clone()),
+        room_input: Arc::new(roomserver.clone()),
+        rooms: Arc::new(roomserver.clone()),
+        directory: Arc::new(roomserver.clone()),
+        sync: Arc::new(sync),
+    };
+    let client_api = ClientApi::new(components, config.clone());
     let limiter = client_api.limiter().cloned();
     let router = http::app(&config, neurite_clientapi::router(client_api));
     Ok(Server { config, users, roomserver, router, limiter, log })
@@ -145,9 +150,10 @@ pub async fn serve(
             if let Some(limiter) = &limiter {
                 limiter.prune();
             }
-            // Output topics are kept until their readers (the sync API) subscribe.
-            if let Err(e) = log.prune(neurite_log::INPUT_ROOM_EVENT).await {
-                tracing::warn!(error = %e, "pruning the input log failed");
+            for topic in [neurite_log::INPUT_ROOM_EVENT, neurite_log::OUTPUT_ROOM_EVENT] {
+                if let Err(e) = log.prune(topic).await {
+                    tracing::warn!(error = %e, topic, "pruning a log failed");
+                }
             }
         }
     });

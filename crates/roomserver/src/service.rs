@@ -20,6 +20,9 @@ use crate::process::{self, Processed, Signer};
 use crate::storage::RoomTables;
 use crate::storage::sqlite::MIGRATIONS;
 
+/// An output record in the outbox: its NID, its room (the log key), its payload.
+type OutboxEntry = (i64, String, Vec<u8>);
+
 /// Name of the room server's subscription to `input.room_event`.
 const INPUT_SUBSCRIPTION: &str = "roomserver";
 
@@ -112,7 +115,19 @@ impl Roomserver {
                     let request_id = input.request_id.clone();
                     // `None`: given up. Acknowledged anyway, so one bad record
                     // cannot pin the log; its writer times out with an error.
-                    self.process_with_retries(input).await.map(|verdict| (request_id, verdict))
+                    match self.process_with_retries(input).await {
+                        Some((verdict, entries)) => {
+                            // Invariant: an event's output is published before its
+                            // writer hears the verdict, so a reader that caught up
+                            // with the output log has seen it (read-your-writes).
+                            if let Err(e) = self.publish_entries(entries).await {
+                                tracing::error!(error = %e, "publishing outputs failed; the outbox retries");
+                                self.inner.outbox.notify_one();
+                            }
+                            Some((request_id, verdict))
+                        }
+                        None => None,
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, offset, "undecodable input record skipped");
@@ -133,7 +148,7 @@ impl Roomserver {
 
     /// [`Self::process`], retried with growing pauses while the database
     /// fails; `None` once it gave up (the fault is logged).
-    async fn process_with_retries(&self, input: InputRoomEvent) -> Option<Verdict> {
+    async fn process_with_retries(&self, input: InputRoomEvent) -> Option<(Verdict, Vec<OutboxEntry>)> {
         let mut pause = Duration::from_millis(50);
         for attempt in 1..=INPUT_ATTEMPTS_MAX {
             match self.process(input.clone()).await {
@@ -153,35 +168,67 @@ impl Roomserver {
 
     /// Runs one input in one transaction: its events, its verdict (for
     /// redeliveries) and its output records commit together.
-    async fn process(&self, input: InputRoomEvent) -> Result<Verdict, StorageError> {
+    async fn process(&self, input: InputRoomEvent) -> Result<(Verdict, Vec<OutboxEntry>), StorageError> {
         let inner = self.inner.clone();
-        let verdict = self
+        let (verdict, entries) = self
             .inner
             .pool
             .write(move |tx| {
                 if let Some(stored) = tx.input_verdict(&input.request_id)? {
-                    return serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()));
+                    let verdict = serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    return Ok::<_, StorageError>((verdict, Vec::new()));
                 }
                 let Processed { verdict, outputs } = match &input.input {
                     Input::Build(build) => process::process_build(tx, &inner.signer, build, now_ms())?,
                     Input::Pdu(pdu) => process::process_pdu(tx, pdu)?,
                 };
-                for (room_id, output) in &outputs {
-                    let payload = serde_json::to_vec(output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                    tx.insert_outbox(room_id, &payload)?;
+                let mut entries = Vec::with_capacity(outputs.len());
+                for (room_id, output) in outputs {
+                    let payload = serde_json::to_vec(&output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    let nid = tx.insert_outbox(&room_id, &payload)?;
+                    entries.push((nid, room_id, payload));
                 }
                 let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
                 tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
-                Ok(verdict)
+                Ok((verdict, entries))
             })
             .await?;
-        self.inner.outbox.notify_one();
-        Ok(verdict)
+        Ok((verdict, entries))
     }
 
-    /// Moves committed output records to `output.room_event`, in order. The
-    /// log de-duplicates by outbox NID, so a crash between publishing and
-    /// deleting publishes nothing twice.
+    /// Publishes outbox entries to `output.room_event` in order, then deletes
+    /// them. The log de-duplicates by outbox NID, so publishing an entry
+    /// twice (here and in the background publisher) adds it once.
+    async fn publish_entries(&self, entries: Vec<OutboxEntry>) -> Result<(), String> {
+        let mut done = Vec::new();
+        let mut failure = None;
+        for (nid, room_id, payload) in entries {
+            let dedup = format!("roomserver-outbox-{nid}");
+            match self.inner.log.publish(neurite_log::OUTPUT_ROOM_EVENT, &room_id, payload, Some(&dedup)).await {
+                Ok(_) => done.push(nid),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.inner
+                .pool
+                .write(move |tx| {
+                    for nid in &done {
+                        tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Moves output records left in the outbox (by a crash, or a failed
+    /// publish) to `output.room_event`, in order.
     async fn publish_outbox(self) {
         loop {
             let batch: Result<Vec<(i64, String, Vec<u8>)>, StorageError> = self
@@ -209,29 +256,8 @@ impl Roomserver {
                 self.inner.outbox.notified().await;
                 continue;
             }
-            let mut done = Vec::new();
-            for (nid, room_id, payload) in batch {
-                let dedup = format!("roomserver-outbox-{nid}");
-                match self.inner.log.publish(neurite_log::OUTPUT_ROOM_EVENT, &room_id, payload, Some(&dedup)).await {
-                    Ok(_) => done.push(nid),
-                    Err(e) => {
-                        tracing::error!(error = %e, "publishing an output record failed");
-                        break;
-                    }
-                }
-            }
-            let deleted = self
-                .inner
-                .pool
-                .write(move |tx| {
-                    for nid in &done {
-                        tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
-                    }
-                    Ok::<_, StorageError>(())
-                })
-                .await;
-            if let Err(e) = deleted {
-                tracing::error!(error = %e, "clearing the outbox failed");
+            if let Err(e) = self.publish_entries(batch).await {
+                tracing::error!(error = %e, "publishing the outbox failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

@@ -11,6 +11,7 @@ mod membership;
 mod profile;
 mod rooms;
 mod session;
+mod sync;
 
 use axum::Router;
 use axum::handler::Handler;
@@ -121,6 +122,8 @@ pub fn router(api: ClientApi) -> Router {
         .ruma_empty_last::<st::send_state_event::v3::Request, _, _>(events::put_state)
         .ruma_empty_last::<st::get_state_event_for_key::v3::Request, _, _>(events::get_state)
         .ruma::<st::get_state_events::v3::Request, _, _>(events::get_all_state)
+        .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(sync::sync)
+        .ruma::<msg::get_message_events::v3::Request, _, _>(sync::messages)
         .ruma::<al::create_alias::v3::Request, _, _>(directory::set_alias)
         .ruma::<al::get_alias::v3::Request, _, _>(directory::get_alias)
         .ruma::<al::delete_alias::v3::Request, _, _>(directory::delete_alias)

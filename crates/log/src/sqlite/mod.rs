@@ -269,6 +269,11 @@ fn to_offset(value: i64) -> Result<u64, StorageError> {
 
 #[async_trait]
 impl Log for SqliteLog {
+    async fn latest_offset(&self, topic: &str) -> Result<u64, LogError> {
+        check_topic(topic)?;
+        Ok(*self.shared.topic(topic).latest.borrow())
+    }
+
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>, dedup_id: Option<&str>) -> Result<u64, LogError> {
         check_topic(topic)?;
         check_record(key, &payload, dedup_id)?;

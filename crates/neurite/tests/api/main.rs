@@ -14,3 +14,4 @@ mod robustness;
 mod rooms;
 mod secrets;
 mod session;
+mod sync;

@@ -96,7 +96,9 @@ CREATE TABLE roomserver_inputs (
 -- Output records written with the events they describe, moved to the
 -- output log after commit (and again after a crash: the log de-duplicates).
 CREATE TABLE roomserver_outbox (
-    outbox_nid INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: never reused after the outbox empties, since the log
+    -- de-duplicates by this number.
+    outbox_nid INTEGER PRIMARY KEY AUTOINCREMENT,
     room_id TEXT NOT NULL,
     payload BLOB NOT NULL
 );

@@ -1,0 +1,110 @@
+//! Applies `output.room_event` to the sync API's tables, one record per
+//! transaction with the offset it reached, then wakes the users concerned.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use neurite_log::{Record, Subscription};
+use neurite_roomserver::OutputRoomEvent;
+use neurite_storage::StorageError;
+use neurite_storage::sqlite::SqlitePool;
+use rusqlite::Transaction;
+
+use crate::notifier::Notifier;
+use crate::storage;
+
+/// Records taken from the output log at once.
+const OUTPUT_BATCH_RECORDS_MAX: usize = 64;
+
+/// Applies one record; returns the users to wake. A record at or below the
+/// applied offset was applied before a crash and changes nothing.
+fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, StorageError> {
+    let topic = neurite_log::OUTPUT_ROOM_EVENT;
+    if record.offset <= storage::applied_offset(t, topic)? {
+        return Ok(BTreeSet::new());
+    }
+    storage::set_applied_offset(t, topic, record.offset)?;
+    let output: OutputRoomEvent = match serde_json::from_slice(&record.payload) {
+        Ok(output) => output,
+        Err(e) => {
+            tracing::error!(error = %e, offset = record.offset, "undecodable output record skipped");
+            return Ok(BTreeSet::new());
+        }
+    };
+    let OutputRoomEvent::NewRoomEvent { event, adds_state_event_ids, removes_state_event_ids, txn, .. } = output;
+    let txn = txn.as_ref().map(|t| (t.device_id.as_str(), t.txn_id.as_str()));
+    let Some(position) = storage::insert_event(t, &event, txn)? else { return Ok(BTreeSet::new()) };
+    let room_id = event["room_id"].as_str().unwrap_or_default().to_owned();
+
+    // Invariant: state advances only by the room server's adds and removes,
+    // never by replaying state events in timeline order (seed 001).
+    let mut removed_by_key = std::collections::BTreeMap::new();
+    for id in &removes_state_event_ids {
+        if let Some((_, ty, Some(key), _)) = storage::event_by_id(t, id.as_str())? {
+            removed_by_key.insert((ty, key), id.to_string());
+        }
+    }
+    let mut wake: BTreeSet<String> = BTreeSet::new();
+    for id in &adds_state_event_ids {
+        let Some((_, ty, Some(key), json)) = storage::event_by_id(t, id.as_str())? else { continue };
+        let membership =
+            (ty == "m.room.member").then(|| json["content"]["membership"].as_str().unwrap_or("leave").to_owned());
+        let state_key = (ty.clone(), key.clone());
+        let removed = removed_by_key.remove(&state_key);
+        storage::apply_state_change(
+            t,
+            &room_id,
+            &state_key,
+            Some((id.as_str(), membership.as_deref())),
+            removed.as_deref(),
+            position,
+        )?;
+        if let Some(membership) = &membership {
+            storage::insert_membership(t, &key, &room_id, position, membership, id.as_str())?;
+            wake.insert(key);
+        }
+    }
+    for (key, removed) in removed_by_key {
+        storage::apply_state_change(t, &room_id, &key, None, Some(&removed), position)?;
+    }
+    wake.extend(storage::joined_users(t, &room_id)?);
+    Ok(wake)
+}
+
+/// Consumes the output log until it fails, announcing on `applied` the
+/// offset it has applied up to.
+pub(crate) async fn run(
+    pool: SqlitePool,
+    mut subscription: Box<dyn Subscription>,
+    notifier: Arc<Notifier>,
+    applied: tokio::sync::watch::Sender<u64>,
+) {
+    let acker = subscription.acker();
+    loop {
+        let records = match subscription.next(OUTPUT_BATCH_RECORDS_MAX).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "output log failed; the sync API stops consuming");
+                return;
+            }
+        };
+        for record in records {
+            let offset = record.offset;
+            let result = pool.write(move |t| apply(t, &record)).await;
+            match result {
+                Ok(users) => {
+                    if let Err(e) = acker.ack(offset).await {
+                        tracing::error!(error = %e, offset, "acknowledging an output record failed");
+                    }
+                    applied.send_replace(offset);
+                    notifier.wake(users.iter().map(String::as_str));
+                }
+                Err(e) => {
+                    // Not acknowledged, and not applied: retried after a restart.
+                    tracing::error!(error = %e, offset, "applying an output record failed");
+                    return;
+                }
+            }
+        }
+    }
+}

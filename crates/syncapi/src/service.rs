@@ -1,0 +1,321 @@
+//! Assembling `/sync` and `/messages` from the sync API's tables.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use neurite_log::Log;
+use neurite_storage::StorageError;
+use neurite_storage::sqlite::SqlitePool;
+use ruma::{DeviceId, RoomId, UserId};
+use rusqlite::Transaction;
+use serde_json::{Map, Value as JsonValue, json};
+
+use crate::api::{MessagesRequest, RoomEventFilter, SyncApi, SyncError, SyncRequest};
+use crate::notifier::Notifier;
+use crate::storage::{self, EventRow, MIGRATIONS};
+use crate::token::SyncToken;
+use crate::{TIMELINE_LIMIT_DEFAULT, consumer};
+
+/// Longest `/sync` long-poll, in milliseconds, whatever the client asks.
+pub const SYNC_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
+
+/// Most events one timeline or `/messages` page returns.
+pub const TIMELINE_EVENTS_MAX: usize = 1000;
+
+/// Name of the sync API's subscription to `output.room_event`.
+const OUTPUT_SUBSCRIPTION: &str = "syncapi";
+
+/// State event types an invite shows of its room (stripped state).
+const INVITE_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.canonical_alias",
+];
+
+/// How long a request waits for the sync API to apply what the output log
+/// already holds, in milliseconds, before answering with what it has.
+pub const CATCH_UP_WAIT_MS_MAX: u64 = 5_000;
+
+/// The sync API. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncService {
+    pool: SqlitePool,
+    notifier: Arc<Notifier>,
+    log: Arc<dyn Log>,
+    applied: tokio::sync::watch::Receiver<u64>,
+}
+
+fn fault(e: StorageError) -> SyncError {
+    SyncError::Fault(e.to_string())
+}
+
+fn parse_token(token: &str) -> Result<SyncToken, SyncError> {
+    token.parse().map_err(|e: String| SyncError::BadToken(e))
+}
+
+/// The client-format JSON of an event for one device (its own transaction
+/// ID in `unsigned`).
+fn for_device(row: EventRow, device_id: &str) -> JsonValue {
+    let mut json = row.json;
+    if row.txn_device_id.as_deref() == Some(device_id)
+        && let Some(txn_id) = row.txn_id
+    {
+        json["unsigned"]["transaction_id"] = json!(txn_id);
+    }
+    json
+}
+
+fn stripped(event: &JsonValue) -> JsonValue {
+    json!({"type": event["type"], "state_key": event["state_key"], "sender": event["sender"], "content": event["content"]})
+}
+
+fn room_allowed(filter: &RoomEventFilter, room_id: &str) -> bool {
+    filter.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+        && !filter.not_rooms.iter().any(|x| x == room_id)
+}
+
+/// One room's timeline and state for a sync.
+struct RoomSync {
+    timeline: Vec<JsonValue>,
+    limited: bool,
+    prev_batch: SyncToken,
+    state: Vec<JsonValue>,
+}
+
+impl RoomSync {
+    fn into_json(self) -> JsonValue {
+        json!({
+            "timeline": {"events": self.timeline, "limited": self.limited, "prev_batch": self.prev_batch.to_string()},
+            "state": {"events": self.state},
+            "account_data": {"events": []},
+            "ephemeral": {"events": []},
+        })
+    }
+}
+
+/// The timeline of a room in (`after`, `upto`] and the state at its start:
+/// the full state (`full`), or only what changed since `after`.
+fn room_sync(
+    t: &Transaction<'_>,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    full: bool,
+    filter: &RoomEventFilter,
+    device_id: &str,
+) -> Result<RoomSync, StorageError> {
+    let limit = filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
+    let (events, more) = storage::room_events(t, room_id, after, upto, limit, false, filter)?;
+    let start = events.first().map_or(upto + 1, |e| e.position);
+    let state_ids = if full {
+        storage::state_before(t, room_id, start, None)?
+    } else {
+        let changed = storage::state_keys_changed(t, room_id, after, start)?;
+        if changed.is_empty() { Default::default() } else { storage::state_before(t, room_id, start, Some(&changed))? }
+    };
+    let state = storage::events_json(t, state_ids.into_values())?;
+    Ok(RoomSync {
+        timeline: events.into_iter().map(|e| for_device(e, device_id)).collect(),
+        // A newly joined room, or a full sync, always says earlier events exist.
+        limited: more || (full && after == 0 && start > 1),
+        prev_batch: SyncToken::at((start - 1).max(0) as u64),
+        state,
+    })
+}
+
+/// Builds a sync response; the flag says whether it carries anything new.
+fn build_sync(
+    t: &Transaction<'_>,
+    user_id: &str,
+    device_id: &str,
+    since: Option<SyncToken>,
+    request: &SyncRequest,
+) -> Result<(JsonValue, bool), StorageError> {
+    let now = storage::max_position(t)?;
+    let since_pos = since.map(|s| (s.events as i64).min(now));
+    let filter = &request.timeline;
+    let (mut join, mut invite, mut leave) = (Map::new(), Map::new(), Map::new());
+    let changed = match since_pos {
+        Some(s) => storage::membership_changes(t, user_id, s, now)?,
+        None => BTreeSet::new(),
+    };
+    for (room_id, membership, position) in storage::current_memberships(t, user_id)? {
+        if !room_allowed(filter, &room_id) {
+            continue;
+        }
+        match (membership.as_str(), since_pos) {
+            ("join", None) => {
+                join.insert(room_id.clone(), room_sync(t, &room_id, 0, now, true, filter, device_id)?.into_json());
+            }
+            ("join", Some(s)) => {
+                // A room is newly joined only if the user was not joined at `since`:
+                // a duplicate join or a profile change is not a new join.
+                let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
+                let newly = changed.contains(&room_id) && !joined_before;
+                let full = newly || request.full_state;
+                let sync = room_sync(t, &room_id, if newly { 0 } else { s }, now, full, filter, device_id)?;
+                if newly || request.full_state || !sync.timeline.is_empty() || !sync.state.is_empty() {
+                    let mut sync = sync;
+                    if newly {
+                        sync.limited = true;
+                    }
+                    join.insert(room_id.clone(), sync.into_json());
+                }
+            }
+            ("invite", _) if since_pos.is_none_or(|s| position > s) => {
+                let mut state: Vec<JsonValue> = Vec::new();
+                let current = storage::state_before(t, &room_id, i64::MAX, None)?;
+                for ((ty, key), event_id) in &current {
+                    let inviter_or_me = ty == "m.room.member" && key == user_id;
+                    if INVITE_STATE_TYPES.contains(&ty.as_str()) || inviter_or_me {
+                        state.extend(storage::events_json(t, [event_id.clone()])?.iter().map(stripped));
+                    }
+                }
+                // The inviter's member event.
+                if let Some(me) = current.get(&("m.room.member".to_owned(), user_id.to_owned()))
+                    && let Some((_, _, _, invite_event)) = storage::event_by_id(t, me)?
+                    && let Some(inviter) = invite_event["sender"].as_str()
+                    && let Some(theirs) = current.get(&("m.room.member".to_owned(), inviter.to_owned()))
+                {
+                    state.extend(storage::events_json(t, [theirs.clone()])?.iter().map(stripped));
+                }
+                invite.insert(room_id.clone(), json!({"invite_state": {"events": state}}));
+            }
+            ("leave" | "ban", Some(s)) if position > s => {
+                // The events up to the leave, with the state at their start.
+                let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
+                let sync = room_sync(t, &room_id, s, position, !joined_before, filter, device_id)?;
+                leave.insert(room_id.clone(), sync.into_json());
+            }
+            _ => {}
+        }
+    }
+    let updates = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
+    let body = json!({
+        "next_batch": SyncToken::at(now as u64).to_string(),
+        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+        "account_data": {"events": []},
+        "presence": {"events": []},
+        "to_device": {"events": []},
+        "device_lists": {"changed": [], "left": []},
+        "device_one_time_keys_count": {},
+    });
+    Ok((body, updates))
+}
+
+impl SyncService {
+    /// Opens the sync API on `pool` (running its migrations) and starts
+    /// consuming `output.room_event`.
+    ///
+    /// # Errors
+    /// A migration or the log subscription fails.
+    pub async fn start(pool: SqlitePool, log: Arc<dyn Log>) -> Result<Self, SyncError> {
+        pool.migrate("syncapi", MIGRATIONS).await.map_err(fault)?;
+        let notifier = Arc::new(Notifier::default());
+        let subscription = log
+            .subscribe(neurite_log::OUTPUT_ROOM_EVENT, OUTPUT_SUBSCRIPTION)
+            .await
+            .map_err(|e| SyncError::Fault(e.to_string()))?;
+        let applied_offset =
+            pool.read(|t| storage::applied_offset(t, neurite_log::OUTPUT_ROOM_EVENT)).await.map_err(fault)?;
+        let (applied_tx, applied) = tokio::sync::watch::channel(applied_offset);
+        tokio::spawn(consumer::run(pool.clone(), subscription, notifier.clone(), applied_tx));
+        Ok(Self { pool, notifier, log, applied })
+    }
+
+    /// Waits until everything already on the output log is applied, so a
+    /// client sees its own writes: the room server publishes an event's
+    /// output before answering its writer.
+    async fn catch_up(&self) -> Result<(), SyncError> {
+        let target = self
+            .log
+            .latest_offset(neurite_log::OUTPUT_ROOM_EVENT)
+            .await
+            .map_err(|e| SyncError::Fault(e.to_string()))?;
+        let mut applied = self.applied.clone();
+        let caught_up = applied.wait_for(|offset| *offset >= target);
+        if tokio::time::timeout(Duration::from_millis(CATCH_UP_WAIT_MS_MAX), caught_up).await.is_err() {
+            tracing::warn!(target, "the sync API is behind the output log; answering with what it has");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SyncApi for SyncService {
+    async fn sync(&self, user_id: &UserId, device_id: &DeviceId, request: SyncRequest) -> Result<JsonValue, SyncError> {
+        let since = request.since.as_deref().map(parse_token).transpose()?;
+        self.catch_up().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.min(SYNC_TIMEOUT_MS_MAX));
+        let notify = self.notifier.handle(user_id);
+        let request = Arc::new(request);
+        loop {
+            // Invariant: registered before reading, so an event committed
+            // between the read and the wait still wakes this request.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (user, device, req) = (user_id.to_string(), device_id.to_string(), request.clone());
+            let (body, updates) =
+                self.pool.read(move |t| build_sync(t, &user, &device, since, &req)).await.map_err(fault)?;
+            if updates || since.is_none() || tokio::time::Instant::now() >= deadline {
+                return Ok(body);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(body);
+            }
+        }
+    }
+
+    async fn messages(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        request: MessagesRequest,
+    ) -> Result<JsonValue, SyncError> {
+        let from = request.from.as_deref().map(parse_token).transpose()?;
+        let to = request.to.as_deref().map(parse_token).transpose()?;
+        self.catch_up().await?;
+        let (user, room) = (user_id.to_string(), room_id.to_string());
+        self.pool
+            .read(move |t| {
+                let now = storage::max_position(t)?;
+                // A user reads the room up to where they left it, and only if
+                // they were ever in it (or invited: nothing but the invite).
+                let Some((membership, position)) = storage::membership_at(t, &user, &room, now)? else {
+                    return Ok(Err(SyncError::Forbidden("You are not in this room".into())));
+                };
+                let visible_upto = if membership == "join" { now } else { position };
+                let limit = request.filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
+                let (after, upto) = if request.backwards {
+                    let from = from.map_or(visible_upto, |f| (f.events as i64).min(visible_upto));
+                    (to.map_or(0, |t| t.events as i64), from)
+                } else {
+                    let from = from.map_or(0, |f| f.events as i64);
+                    (from, to.map_or(visible_upto, |t| (t.events as i64).min(visible_upto)))
+                };
+                let (events, more) =
+                    storage::room_events(t, &room, after, upto, limit, !request.backwards, &request.filter)?;
+                let start = from.unwrap_or_else(|| SyncToken::at(if request.backwards { upto } else { after } as u64));
+                let mut chunk: Vec<JsonValue> = events.iter().map(|e| e.json.clone()).collect();
+                let end = if request.backwards {
+                    chunk.reverse();
+                    events.first().map(|e| SyncToken::at((e.position - 1) as u64))
+                } else {
+                    events.last().map(|e| SyncToken::at(e.position as u64))
+                };
+                let mut body = json!({"start": start.to_string(), "chunk": chunk, "state": []});
+                if more && let Some(end) = end {
+                    body["end"] = json!(end.to_string());
+                }
+                Ok(Ok(body))
+            })
+            .await
+            .map_err(fault)?
+    }
+}
