@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -433,4 +434,148 @@ async fn sigkill_while_sending_loses_and_repeats_nothing() {
         })
         .collect();
     assert_eq!(served, recomputed);
+}
+
+async fn get_json(base: &str, path: &str, token: &str) -> Result<(u16, Value), reqwest::Error> {
+    let r = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test]
+async fn sigkill_while_syncing_serves_every_message_once_in_order() {
+    const CLIENTS: usize = 3;
+    const MESSAGES: usize = 60;
+    const KILLS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_up(&base, &mut server).await;
+
+    let mut tokens = Vec::new();
+    for i in 0..CLIENTS {
+        let body =
+            json!({"username": format!("s{i}"), "password": "a-long-password", "auth": {"type": "m.login.dummy"}});
+        tokens.push(
+            post(&base, "/_matrix/client/v3/register", body).await.1["access_token"].as_str().unwrap().to_owned(),
+        );
+    }
+    let create = reqwest::Client::new()
+        .post(format!("{base}/_matrix/client/v3/createRoom"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"preset": "public_chat"}))
+        .send()
+        .await
+        .unwrap();
+    let room = create.json::<Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
+    for token in &tokens[1..] {
+        let join = reqwest::Client::new().post(format!("{base}/_matrix/client/v3/join/{room}")).bearer_auth(token);
+        assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
+    }
+    // No timeline gaps: a limit above everything the test sends.
+    let filter = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1000%7D%7D%7D";
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut syncers = Vec::new();
+    for (c, token) in tokens.iter().cloned().enumerate() {
+        senders.push(tokio::spawn({
+            let (base, room, token) = (base.clone(), room.clone(), token.clone());
+            async move {
+                let mut failures = 0;
+                for m in 0..MESSAGES {
+                    let txn = format!("s{c}m{m}");
+                    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while !matches!(
+                        put(&base, &path, &token, json!({"msgtype": "m.text", "body": txn})).await,
+                        Ok((200, _))
+                    ) {
+                        failures += 1;
+                        assert!(Instant::now() < deadline, "{txn} never succeeded");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                failures
+            }
+        }));
+        let (base, room, done) = (base.clone(), room.clone(), done.clone());
+        syncers.push(tokio::spawn(async move {
+            // Each client's stream: every message body its syncs served, in order.
+            let mut stream: Vec<String> = Vec::new();
+            let mut since: Option<String> = None;
+            let mut quiet = 0;
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while quiet < 2 {
+                assert!(Instant::now() < deadline, "sync never settled");
+                let query = match &since {
+                    Some(s) => format!("?since={s}&timeout=1000&{filter}"),
+                    None => format!("?{filter}"),
+                };
+                match get_json(&base, &format!("/_matrix/client/v3/sync{query}"), &token).await {
+                    Ok((200, body)) => {
+                        let timeline = &body["rooms"]["join"][&room]["timeline"];
+                        assert_ne!(timeline["limited"], json!(true), "no gaps with this filter");
+                        let bodies: Vec<String> = timeline["events"]
+                            .as_array()
+                            .map(|events| {
+                                events
+                                    .iter()
+                                    .filter(|e| e["type"] == "m.room.message")
+                                    .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        // Once sending is over, two empty answers mean caught up.
+                        if bodies.is_empty() && done.load(std::sync::atomic::Ordering::SeqCst) {
+                            quiet += 1;
+                        }
+                        stream.extend(bodies);
+                        since = Some(body["next_batch"].as_str().unwrap().to_owned());
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            stream
+        }));
+    }
+
+    for _ in 0..KILLS {
+        let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 50..300);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        sigkill(&mut server);
+        server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
+        wait_until_up(&base, &mut server).await;
+    }
+    let mut failures = 0;
+    for sender in senders {
+        failures += sender.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut streams = Vec::new();
+    for syncer in syncers {
+        streams.push(syncer.await.unwrap());
+    }
+    assert!(failures > 0, "the kills interrupted sending (else this test proves nothing)");
+
+    // The room's order, from /messages.
+    let (status, page) =
+        get_json(&base, &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=1000"), &tokens[0])
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let order: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order.len(), CLIENTS * MESSAGES, "every accepted message is in the room once");
+    assert!(sigterm_and_wait(&mut server).success());
+    for (c, stream) in streams.iter().enumerate() {
+        assert_eq!(stream, &order, "client {c}'s sync stream served every message once, in the room's order");
+    }
 }
