@@ -74,6 +74,11 @@ pub trait SyncApi: Send + Sync {
     /// with it, waiting up to `timeout_ms` for something new.
     async fn sync(&self, user_id: &UserId, device_id: &DeviceId, request: SyncRequest) -> Result<JsonValue, SyncError>;
 
+    /// The room's state at a sync token (after every event up to its
+    /// position), as client-format events, for `/members?at=`. The user must
+    /// have been in the room at that point.
+    async fn state_at(&self, user_id: &UserId, room_id: &RoomId, at: &str) -> Result<Vec<JsonValue>, SyncError>;
+
     /// Answers `/rooms/{roomId}/messages`.
     async fn messages(
         &self,

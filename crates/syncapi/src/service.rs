@@ -272,6 +272,24 @@ impl SyncApi for SyncService {
         }
     }
 
+    async fn state_at(&self, user_id: &UserId, room_id: &RoomId, at: &str) -> Result<Vec<JsonValue>, SyncError> {
+        let at = parse_token(at)?;
+        self.catch_up().await?;
+        let (user, room) = (user_id.to_string(), room_id.to_string());
+        self.pool
+            .read(move |t| {
+                let position = (at.events as i64).min(storage::max_position(t)?);
+                match storage::membership_at(t, &user, &room, position)? {
+                    Some((membership, _)) if matches!(membership.as_str(), "join" | "leave" | "ban") => {}
+                    _ => return Ok(Err(SyncError::Forbidden("You were not in this room at that point".into()))),
+                }
+                let state = storage::state_before(t, &room, position + 1, None)?;
+                Ok(Ok(storage::events_json(t, state.into_values())?))
+            })
+            .await
+            .map_err(fault)?
+    }
+
     async fn messages(
         &self,
         user_id: &UserId,

@@ -185,23 +185,26 @@ fn members_of(state: Vec<JsonValue>) -> impl Iterator<Item = JsonValue> {
 /// # `GET /_matrix/client/v3/rooms/{roomId}/members`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3roomsroomidmembers)
 ///
-/// `at` takes an event ID (the state before it); sync tokens come with the sync API.
+/// `at` takes a sync token (the state there), or an event ID (the state before it).
 pub(crate) async fn members(
     State(api): State<ClientApi>,
     req: Ruma<get_member_events::v3::Request>,
 ) -> MatrixResult<Json<JsonValue>> {
     let body = &req.body;
     require_joined(&api, &body.room_id, &req.session().user_id).await?;
+    // `at` is a sync token (e.g. a `prev_batch`); an event ID is accepted too.
     let state = match &body.at {
-        Some(at) => {
-            let event_id =
-                ruma::EventId::parse(at).map_err(|_| MatrixError::invalid_param("at must be an event ID"))?;
-            api.rooms()
+        Some(at) => match ruma::EventId::parse(at) {
+            Ok(event_id) => api
+                .rooms()
                 .state_at_event(&event_id)
                 .await
                 .map_err(fault)?
-                .ok_or_else(|| MatrixError::not_found("Unknown event"))?
-        }
+                .ok_or_else(|| MatrixError::not_found("Unknown event"))?,
+            Err(_) => {
+                api.sync().state_at(&req.session().user_id, &body.room_id, at).await.map_err(super::sync::sync_error)?
+            }
+        },
         None => api.rooms().current_state(&body.room_id).await.map_err(fault)?,
     };
     let wanted = |event: &JsonValue| {

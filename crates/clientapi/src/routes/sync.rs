@@ -12,7 +12,7 @@ use serde_json::Value as JsonValue;
 
 use crate::{ClientApi, Ruma};
 
-fn sync_error(e: SyncError) -> MatrixError {
+pub(crate) fn sync_error(e: SyncError) -> MatrixError {
     match e {
         SyncError::BadToken(reason) => MatrixError::invalid_param(format!("invalid token: {reason}")),
         SyncError::Forbidden(reason) => MatrixError::forbidden(reason),

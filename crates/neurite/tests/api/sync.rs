@@ -416,3 +416,33 @@ async fn messages_pages_back_from_prev_batch_and_forwards() {
         .await
         .expect_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn members_at_a_sync_token() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let at_end = next_batch(&sync(&server, &alice, "").await);
+    act(&server, &bob, &room, "join", json!({})).await;
+    let members = |at: String| {
+        let (server, alice, room) = (&server, &alice, &room);
+        async move {
+            let body = server
+                .get(&format!("/_matrix/client/v3/rooms/{room}/members?at={at}"), token(alice))
+                .await
+                .ok()
+                .clone();
+            let mut users: Vec<String> =
+                body["chunk"].as_array().unwrap().iter().map(|e| e["state_key"].as_str().unwrap().to_owned()).collect();
+            users.sort();
+            users
+        }
+    };
+    assert_eq!(members(at_end).await, ["@alice:localhost"], "bob joined after that token");
+    let now = next_batch(&sync(&server, &alice, "").await);
+    assert_eq!(members(now).await, ["@alice:localhost", "@bob:localhost"]);
+    // Before the room's first events, alice was not in it yet.
+    let answer = server.get(&format!("/_matrix/client/v3/rooms/{room}/members?at=s0"), token(&alice)).await;
+    answer.expect_error(403, "M_FORBIDDEN");
+}
