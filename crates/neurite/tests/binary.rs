@@ -273,6 +273,31 @@ async fn logs_never_carry_secrets() {
     }
 }
 
+/// Registers `n` users named `<prefix><i>` and puts them all in one public
+/// room; returns their access tokens and the room.
+async fn users_in_a_room(base: &str, prefix: &str, n: usize) -> (Vec<String>, String) {
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        let body = json!({"username": format!("{prefix}{i}"), "password": "a-long-password", "auth": {"type": "m.login.dummy"}});
+        let (status, body) = post(base, "/_matrix/client/v3/register", body).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let create = reqwest::Client::new()
+        .post(format!("{base}/_matrix/client/v3/createRoom"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"preset": "public_chat"}))
+        .send()
+        .await
+        .unwrap();
+    let room = create.json::<Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
+    for token in &tokens[1..] {
+        let join = reqwest::Client::new().post(format!("{base}/_matrix/client/v3/join/{room}")).bearer_auth(token);
+        assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
+    }
+    (tokens, room)
+}
+
 fn sigkill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -296,26 +321,7 @@ async fn sigkill_while_sending_loses_and_repeats_nothing() {
     let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
     wait_until_up(&base, &mut server).await;
 
-    let mut tokens = Vec::new();
-    for i in 0..CLIENTS {
-        let body =
-            json!({"username": format!("c{i}"), "password": "a-long-password", "auth": {"type": "m.login.dummy"}});
-        let (status, body) = post(&base, "/_matrix/client/v3/register", body).await;
-        assert_eq!(status, 200, "{body}");
-        tokens.push(body["access_token"].as_str().unwrap().to_owned());
-    }
-    let create = reqwest::Client::new()
-        .post(format!("{base}/_matrix/client/v3/createRoom"))
-        .bearer_auth(&tokens[0])
-        .json(&json!({"preset": "public_chat"}))
-        .send()
-        .await
-        .unwrap();
-    let room = create.json::<Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
-    for token in &tokens[1..] {
-        let join = reqwest::Client::new().post(format!("{base}/_matrix/client/v3/join/{room}")).bearer_auth(token);
-        assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
-    }
+    let (tokens, room) = users_in_a_room(&base, "c", CLIENTS).await;
 
     // Each client sends its messages in order, retrying a transaction until
     // it gets a 200, and records every 200 it gets.
@@ -454,26 +460,7 @@ async fn sigkill_while_syncing_serves_every_message_once_in_order() {
     let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
     wait_until_up(&base, &mut server).await;
 
-    let mut tokens = Vec::new();
-    for i in 0..CLIENTS {
-        let body =
-            json!({"username": format!("s{i}"), "password": "a-long-password", "auth": {"type": "m.login.dummy"}});
-        tokens.push(
-            post(&base, "/_matrix/client/v3/register", body).await.1["access_token"].as_str().unwrap().to_owned(),
-        );
-    }
-    let create = reqwest::Client::new()
-        .post(format!("{base}/_matrix/client/v3/createRoom"))
-        .bearer_auth(&tokens[0])
-        .json(&json!({"preset": "public_chat"}))
-        .send()
-        .await
-        .unwrap();
-    let room = create.json::<Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
-    for token in &tokens[1..] {
-        let join = reqwest::Client::new().post(format!("{base}/_matrix/client/v3/join/{room}")).bearer_auth(token);
-        assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
-    }
+    let (tokens, room) = users_in_a_room(&base, "s", CLIENTS).await;
     // No timeline gaps: a limit above everything the test sends.
     let filter = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1000%7D%7D%7D";
 

@@ -14,6 +14,11 @@ use serde_json::{Value as JsonValue, json};
 use super::rooms::{fault, require_joined, send_one, state_event};
 use crate::{ClientApi, Ruma};
 
+/// The transaction of a request: its device, its ID, and what it is for.
+fn txn_key(session: &neurite_userapi::Session, txn_id: &ruma::TransactionId, scope: String) -> TxnKey {
+    TxnKey { user_id: session.user_id.clone(), device_id: session.device_id.clone(), txn_id: txn_id.to_owned(), scope }
+}
+
 fn content_of(raw: &serde_json::value::RawValue) -> MatrixResult<JsonValue> {
     match serde_json::from_str(raw.get()) {
         Ok(value @ JsonValue::Object(_)) => Ok(value),
@@ -39,12 +44,7 @@ pub(crate) async fn send(
         content: content_of(body.body.json())?,
         redacts: None,
     };
-    let txn = TxnKey {
-        user_id: session.user_id.clone(),
-        device_id: session.device_id.clone(),
-        txn_id: body.txn_id.clone(),
-        scope: format!("send:{}:{}", body.room_id, body.event_type),
-    };
+    let txn = txn_key(session, &body.txn_id, format!("send:{}:{}", body.room_id, body.event_type));
     let event_id = send_one(&api, &body.room_id, event, Some(txn)).await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
 }
@@ -68,12 +68,7 @@ pub(crate) async fn redact(
         content,
         redacts: Some(body.event_id.clone()),
     };
-    let txn = TxnKey {
-        user_id: session.user_id.clone(),
-        device_id: session.device_id.clone(),
-        txn_id: body.txn_id.clone(),
-        scope: format!("redact:{}:{}", body.room_id, body.event_id),
-    };
+    let txn = txn_key(session, &body.txn_id, format!("redact:{}:{}", body.room_id, body.event_id));
     let event_id = send_one(&api, &body.room_id, event, Some(txn)).await?;
     Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
 }
