@@ -79,6 +79,65 @@ fn room_allowed(filter: &RoomEventFilter, room_id: &str) -> bool {
         && !filter.not_rooms.iter().any(|x| x == room_id)
 }
 
+/// The events of `events` (ascending, one room) that `user_id` may see
+/// under the room's history visibility at each of them: `world_readable`
+/// and `shared` show everything to a member, `invited` what came after
+/// their invite, `joined` what came while they were joined. Users always
+/// see their own membership events. Two range queries, then one sweep.
+fn visible_to(
+    t: &Transaction<'_>,
+    user_id: &str,
+    room_id: &str,
+    events: Vec<EventRow>,
+) -> Result<Vec<EventRow>, StorageError> {
+    let (Some(first), Some(last)) = (events.first().map(|e| e.position), events.last().map(|e| e.position)) else {
+        return Ok(events);
+    };
+    let vis_key = ("m.room.history_visibility".to_owned(), String::new());
+    let content_of = |event_id: Option<&String>| -> Result<String, StorageError> {
+        let Some(event_id) = event_id else { return Ok("shared".into()) };
+        Ok(storage::event_by_id(t, event_id)?
+            .and_then(|(_, _, _, json)| json["content"]["history_visibility"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "shared".into()))
+    };
+    let keys = BTreeSet::from([vis_key.clone()]);
+    let mut visibility = content_of(storage::state_before(t, room_id, first, Some(&keys))?.get(&vis_key))?;
+    let vis_changes = storage::key_changes(t, room_id, &vis_key, first, last)?;
+    let mut membership = storage::membership_at(t, user_id, room_id, first - 1)?.map(|(m, _)| m);
+    let member_key = ("m.room.member".to_owned(), user_id.to_owned());
+    let member_changes = storage::key_changes(t, room_id, &member_key, first, last)?;
+    let (mut v, mut m) = (0, 0);
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        // Apply the changes made by events before this one.
+        while v < vis_changes.len() && vis_changes[v].0 < event.position {
+            visibility = content_of(vis_changes[v].1.as_ref())?;
+            v += 1;
+        }
+        while m < member_changes.len() && member_changes[m].0 < event.position {
+            let added = member_changes[m].1.as_ref();
+            membership = match added {
+                Some(id) => storage::event_by_id(t, id)?
+                    .and_then(|(_, _, _, json)| json["content"]["membership"].as_str().map(str::to_owned)),
+                None => None,
+            };
+            m += 1;
+        }
+        let own_membership = event.json["type"] == "m.room.member" && event.json["state_key"] == user_id;
+        let allowed = own_membership
+            || match visibility.as_str() {
+                "joined" => membership.as_deref() == Some("join"),
+                "invited" => matches!(membership.as_deref(), Some("join" | "invite")),
+                // "shared", "world_readable" and unknown values.
+                _ => true,
+            };
+        if allowed {
+            out.push(event);
+        }
+    }
+    Ok(out)
+}
+
 /// One room's timeline and state for a sync.
 struct RoomSync {
     timeline: Vec<JsonValue>,
@@ -100,18 +159,27 @@ impl RoomSync {
 
 /// The timeline of a room in (`after`, `upto`] and the state at its start:
 /// the full state (`full`), or only what changed since `after`.
+/// Who is reading: the user, and the device (for its transaction IDs).
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    user_id: &'a str,
+    device_id: &'a str,
+}
+
 fn room_sync(
     t: &Transaction<'_>,
+    reader: Reader<'_>,
     room_id: &str,
     after: i64,
     upto: i64,
     full: bool,
     filter: &RoomEventFilter,
-    device_id: &str,
 ) -> Result<RoomSync, StorageError> {
+    let Reader { user_id, device_id } = reader;
     let limit = filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
     let (events, more) = storage::room_events(t, room_id, after, upto, limit, false, filter)?;
     let start = events.first().map_or(upto + 1, |e| e.position);
+    let events = visible_to(t, user_id, room_id, events)?;
     let state_ids = if full {
         storage::state_before(t, room_id, start, None)?
     } else {
@@ -136,6 +204,7 @@ fn build_sync(
     since: Option<SyncToken>,
     request: &SyncRequest,
 ) -> Result<(JsonValue, bool), StorageError> {
+    let reader = Reader { user_id, device_id };
     let now = storage::max_position(t)?;
     let since_pos = since.map(|s| (s.events as i64).min(now));
     let filter = &request.timeline;
@@ -150,7 +219,7 @@ fn build_sync(
         }
         match (membership.as_str(), since_pos) {
             ("join", None) => {
-                join.insert(room_id.clone(), room_sync(t, &room_id, 0, now, true, filter, device_id)?.into_json());
+                join.insert(room_id.clone(), room_sync(t, reader, &room_id, 0, now, true, filter)?.into_json());
             }
             ("join", Some(s)) => {
                 // A room is newly joined only if the user was not joined at `since`:
@@ -158,7 +227,7 @@ fn build_sync(
                 let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
                 let newly = changed.contains(&room_id) && !joined_before;
                 let full = newly || request.full_state;
-                let sync = room_sync(t, &room_id, if newly { 0 } else { s }, now, full, filter, device_id)?;
+                let sync = room_sync(t, reader, &room_id, if newly { 0 } else { s }, now, full, filter)?;
                 if newly || request.full_state || !sync.timeline.is_empty() || !sync.state.is_empty() {
                     let mut sync = sync;
                     if newly {
@@ -189,7 +258,7 @@ fn build_sync(
             ("leave" | "ban", Some(s)) if position > s => {
                 // The events up to the leave, with the state at their start.
                 let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
-                let sync = room_sync(t, &room_id, s, position, !joined_before, filter, device_id)?;
+                let sync = room_sync(t, reader, &room_id, s, position, !joined_before, filter)?;
                 leave.insert(room_id.clone(), sync.into_json());
             }
             _ => {}
@@ -319,13 +388,17 @@ impl SyncApi for SyncService {
                 };
                 let (events, more) =
                     storage::room_events(t, &room, after, upto, limit, !request.backwards, &request.filter)?;
+                // Paging tokens come from the range read, so hidden events
+                // never stall paging. `events` is in stream order.
+                let (first, last) = (events.first().map(|e| e.position), events.last().map(|e| e.position));
+                let shown = visible_to(t, &user, &room, events)?;
                 let start = from.unwrap_or_else(|| SyncToken::at(if request.backwards { upto } else { after } as u64));
-                let mut chunk: Vec<JsonValue> = events.iter().map(|e| e.json.clone()).collect();
+                let mut chunk: Vec<JsonValue> = shown.into_iter().map(|e| e.json).collect();
                 let end = if request.backwards {
                     chunk.reverse();
-                    events.first().map(|e| SyncToken::at((e.position - 1) as u64))
+                    first.map(|p| SyncToken::at((p - 1) as u64))
                 } else {
-                    events.last().map(|e| SyncToken::at(e.position as u64))
+                    last.map(|p| SyncToken::at(p as u64))
                 };
                 let mut body = json!({"start": start.to_string(), "chunk": chunk, "state": []});
                 if more && let Some(end) = end {

@@ -313,3 +313,21 @@ pub(crate) fn events_json(t: &Transaction<'_>, ids: impl IntoIterator<Item = Str
     }
     Ok(out)
 }
+
+/// The changes of one state key of a room at positions in [`from`, `to`]:
+/// (position, the event that entered the state; `None` if the key left it).
+pub(crate) fn key_changes(
+    t: &Transaction<'_>,
+    room_id: &str,
+    key: &StateKey,
+    from: i64,
+    to: i64,
+) -> Res<Vec<(i64, Option<String>)>> {
+    let mut stmt = t.prepare_cached(
+        "SELECT position, added_event_id FROM syncapi_state_deltas
+         WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3 AND position >= ?4 AND position <= ?5
+         ORDER BY position, rowid",
+    )?;
+    let rows = stmt.query_map(params![room_id, key.0, key.1, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -446,3 +446,43 @@ async fn members_at_a_sync_token() {
     let answer = server.get(&format!("/_matrix/client/v3/rooms/{room}/members?at=s0"), token(&alice)).await;
     answer.expect_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn history_visibility_hides_what_came_before_joining() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]}),
+    )
+    .await;
+    send(&server, &alice, &room, "secret", "before bob").await;
+    act(&server, &bob, &room, "join", json!({})).await;
+    send(&server, &alice, &room, "public", "after bob").await;
+    let bodies = |events: &Value| -> Vec<String> {
+        events.as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect()
+    };
+    let body = sync(&server, &bob, "").await;
+    assert_eq!(bodies(&body["rooms"]["join"][&room]["timeline"]["events"]), ["after bob"]);
+    let page =
+        server.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"), token(&bob)).await.ok().clone();
+    assert_eq!(bodies(&page["chunk"]), ["after bob"]);
+    // Alice, joined all along, sees both; "shared" shows members everything.
+    let page = server
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"), token(&alice))
+        .await
+        .ok()
+        .clone();
+    assert_eq!(bodies(&page["chunk"]), ["after bob", "before bob"]);
+    put_state(&server, &alice, &room, "m.room.history_visibility", "", json!({"history_visibility": "shared"})).await;
+    send(&server, &alice, &room, "later", "under shared").await;
+    act(&server, &carol, &room, "join", json!({})).await;
+    let body = sync(&server, &carol, &format!("?{}", filter(50))).await;
+    let seen = bodies(&body["rooms"]["join"][&room]["timeline"]["events"]);
+    // Carol joined under "shared": she sees what was sent under "shared",
+    // but not what was sent while the room said "joined" and she was out.
+    assert_eq!(seen, ["under shared"]);
+}
