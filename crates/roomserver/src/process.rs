@@ -362,6 +362,26 @@ fn store_event<T: RoomTables>(
     Ok((nid, after_nid, Some((key, before, nid))))
 }
 
+/// Records an event that failed the authorization rules: stored (so it is
+/// known and never processed again) but in no state and served to nobody.
+fn store_rejected<T: RoomTables>(t: &T, room_nid: i64, pdu: &Pdu, state_before_nid: i64) -> Res<()> {
+    let type_nid = t.assign_event_type_nid(&pdu.event_type.to_string())?;
+    let json = serde_json::to_string(&pdu.object).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    t.insert_event(&EventRow {
+        nid: 0,
+        room_nid,
+        event_id: pdu.event_id.to_string(),
+        type_nid,
+        state_key_nid: 0,
+        depth: pdu.depth as i64,
+        snapshot: state_before_nid,
+        rejected: true,
+        json,
+        redacted_by: None,
+    })?;
+    Ok(())
+}
+
 /// The changes that turn state `before` into `after`.
 fn changes(before: &StateMap, after: &StateMap) -> Vec<StateChange> {
     state::delta(before, after)
@@ -524,6 +544,11 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
         }
         if let Err(reason) = authorize(t, &view, &pdu, &rules, &built_by_id)? {
             tracing::debug!(event_id = %pdu.event_id, %reason, "local event rejected");
+            // Recorded as rejected when it stands on stored events (the
+            // input's only event); it never enters any state.
+            if let (Some(ctx), 0) = (&ctx, index) {
+                store_rejected(t, ctx.row.nid, &pdu, ctx.row.snapshot)?;
+            }
             return no_outputs(Verdict::Rejected { reason });
         }
         if let Some(key) = &pdu.state_key {
@@ -769,20 +794,7 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
     let view = StateView { t, nids: before.clone(), overlay: HashMap::new() };
     if let Err(reason) = authorize(t, &view, &pdu, &rules, &HashMap::new())? {
         // Recorded as rejected: it never enters any state.
-        let type_nid = t.assign_event_type_nid(&pdu.event_type.to_string())?;
-        let json = serde_json::to_string(&pdu.object).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        t.insert_event(&EventRow {
-            nid: 0,
-            room_nid: ctx.row.nid,
-            event_id: pdu.event_id.to_string(),
-            type_nid,
-            state_key_nid: 0,
-            depth: pdu.depth as i64,
-            snapshot: before_nid,
-            rejected: true,
-            json,
-            redacted_by: None,
-        })?;
+        store_rejected(t, ctx.row.nid, &pdu, before_nid)?;
         return no_outputs(Verdict::Rejected { reason });
     }
     let mut after = before;

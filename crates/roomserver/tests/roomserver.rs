@@ -175,6 +175,18 @@ async fn rejected_events_never_enter_current_state() {
         .await
         .unwrap();
     assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+    let rejected = |pool: SqlitePool| async move {
+        pool.read(|t| {
+            Ok::<i64, neurite_storage::StorageError>(t.query_row(
+                "SELECT COUNT(*) FROM roomserver_events WHERE is_rejected = 1",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(rejected(h.pool.clone()).await, 1, "the rejected local event is recorded as rejected");
 
     // A complete PDU from someone who is not in the room is rejected and
     // recorded as such: not in the state, not served.
@@ -190,6 +202,7 @@ async fn rejected_events_never_enter_current_state() {
     assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
     assert_eq!(current(&h, &room, "m.room.name", "").await.unwrap()["content"]["name"], json!("good"));
     assert!(h.rs.event(&id2).await.unwrap().is_none(), "a rejected event is not served");
+    assert_eq!(rejected(h.pool.clone()).await, 2);
     let state = h.rs.current_state(&room).await.unwrap();
     assert!(state.iter().all(|e| e["content"]["name"] != "bad" && e["content"]["name"] != "intruder"));
 }
