@@ -10,7 +10,7 @@ use neurite_log::{Log, Record};
 use neurite_storage::sqlite::SqlitePool;
 use neurite_storage::{StorageError, now_ms};
 use rand::Rng;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
 use crate::limits::{
@@ -37,7 +37,6 @@ pub(crate) struct Inner {
     log: Arc<dyn Log>,
     signer: Signer,
     waiters: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
-    outbox: Notify,
 }
 
 fn fault(e: impl std::fmt::Display) -> RoomserverError {
@@ -66,15 +65,15 @@ impl Roomserver {
     /// A migration or the log subscription fails.
     pub async fn start(pool: SqlitePool, log: Arc<dyn Log>, signer: Signer) -> Result<Self, RoomserverError> {
         pool.migrate("roomserver", MIGRATIONS).await.map_err(fault)?;
-        let server = Self {
-            inner: Arc::new(Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()), outbox: Notify::new() }),
-        };
+        let server = Self { inner: Arc::new(Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()) }) };
         // Invariant: subscribed before any writer can publish, so the input
         // topic's backlog bound applies from the first record.
         let subscription =
             server.inner.log.subscribe(neurite_log::INPUT_ROOM_EVENT, INPUT_SUBSCRIPTION).await.map_err(fault)?;
+        // Invariant: outputs a crash left in the outbox are published before
+        // any new input is processed, so each room's outputs stay in order.
+        server.flush_outbox().await;
         tokio::spawn(server.clone().consume(subscription));
-        tokio::spawn(server.clone().publish_outbox());
         Ok(server)
     }
 
@@ -120,10 +119,7 @@ impl Roomserver {
                             // Invariant: an event's output is published before its
                             // writer hears the verdict, so a reader that caught up
                             // with the output log has seen it (read-your-writes).
-                            if let Err(e) = self.publish_entries(entries).await {
-                                tracing::error!(error = %e, "publishing outputs failed; the outbox retries");
-                                self.inner.outbox.notify_one();
-                            }
+                            self.publish_until_done(entries).await;
                             Some((request_id, verdict))
                         }
                         None => None,
@@ -197,8 +193,8 @@ impl Roomserver {
     }
 
     /// Publishes outbox entries to `output.room_event` in order, then deletes
-    /// them. The log de-duplicates by outbox NID, so publishing an entry
-    /// twice (here and in the background publisher) adds it once.
+    /// them. The log de-duplicates by outbox NID, so publishing an entry again
+    /// (after a crash between publishing and deleting) adds it once.
     async fn publish_entries(&self, entries: Vec<OutboxEntry>) -> Result<(), String> {
         let mut done = Vec::new();
         let mut failure = None;
@@ -227,11 +223,21 @@ impl Roomserver {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Moves output records left in the outbox (by a crash, or a failed
-    /// publish) to `output.room_event`, in order.
-    async fn publish_outbox(self) {
+    /// Publishes entries, retrying with growing pauses until the log takes
+    /// them: a room's later outputs must not overtake these.
+    async fn publish_until_done(&self, entries: Vec<OutboxEntry>) {
+        let mut pause = Duration::from_millis(50);
+        while let Err(e) = self.publish_entries(entries.clone()).await {
+            tracing::error!(error = %e, "publishing outputs failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Publishes every output record a crash left in the outbox, in order.
+    async fn flush_outbox(&self) {
         loop {
-            let batch: Result<Vec<(i64, String, Vec<u8>)>, StorageError> = self
+            let batch = self
                 .inner
                 .pool
                 .read(|tx| {
@@ -240,25 +246,17 @@ impl Roomserver {
                     )?;
                     let rows = stmt
                         .query_map([OUTBOX_BATCH_RECORDS_MAX as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(rows)
+                        .collect::<Result<Vec<OutboxEntry>, _>>()?;
+                    Ok::<_, StorageError>(rows)
                 })
                 .await;
-            let batch = match batch {
-                Ok(batch) => batch,
+            match batch {
+                Ok(batch) if batch.is_empty() => return,
+                Ok(batch) => self.publish_until_done(batch).await,
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the outbox failed");
+                    tracing::error!(error = %e, "reading the outbox failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
                 }
-            };
-            if batch.is_empty() {
-                self.inner.outbox.notified().await;
-                continue;
-            }
-            if let Err(e) = self.publish_entries(batch).await {
-                tracing::error!(error = %e, "publishing the outbox failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
