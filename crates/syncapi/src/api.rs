@@ -32,6 +32,9 @@ pub struct SyncRequest {
     pub timeout_ms: u64,
     /// Send the full state of every room.
     pub full_state: bool,
+    /// Answer with `state_after` (the state at the end of the timeline,
+    /// MSC4222, spec v1.16) instead of `state` (at its start).
+    pub use_state_after: bool,
     /// The room timeline filter (with the room filter's `rooms`/`not_rooms`).
     pub timeline: RoomEventFilter,
 }

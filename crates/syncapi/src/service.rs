@@ -144,26 +144,31 @@ struct RoomSync {
     limited: bool,
     prev_batch: SyncToken,
     state: Vec<JsonValue>,
+    /// Whether `state` is `state_after`.
+    state_after: bool,
 }
 
 impl RoomSync {
     fn into_json(self) -> JsonValue {
-        json!({
+        let mut room = json!({
             "timeline": {"events": self.timeline, "limited": self.limited, "prev_batch": self.prev_batch.to_string()},
-            "state": {"events": self.state},
             "account_data": {"events": []},
             "ephemeral": {"events": []},
-        })
+        });
+        room[if self.state_after { "state_after" } else { "state" }] = json!({"events": self.state});
+        room
     }
 }
 
 /// The timeline of a room in (`after`, `upto`] and the state at its start:
 /// the full state (`full`), or only what changed since `after`.
-/// Who is reading: the user, and the device (for its transaction IDs).
+/// Who is reading: the user, the device (for its transaction IDs), and
+/// whether they want `state_after`.
 #[derive(Clone, Copy)]
 struct Reader<'a> {
     user_id: &'a str,
     device_id: &'a str,
+    state_after: bool,
 }
 
 fn room_sync(
@@ -175,16 +180,20 @@ fn room_sync(
     full: bool,
     filter: &RoomEventFilter,
 ) -> Result<RoomSync, StorageError> {
-    let Reader { user_id, device_id } = reader;
+    let Reader { user_id, device_id, state_after } = reader;
     let limit = filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
     let (events, more) = storage::room_events(t, room_id, after, upto, limit, false, filter)?;
     let start = events.first().map_or(upto + 1, |e| e.position);
     let events = visible_to(t, user_id, room_id, events)?;
+    // `state`: the state at the timeline's start; `state_after` (MSC4222): at
+    // its end, counting the timeline's own state events. Full, or only the
+    // keys that changed since `after`.
+    let at = if state_after { upto + 1 } else { start };
     let state_ids = if full {
-        storage::state_before(t, room_id, start, None)?
+        storage::state_before(t, room_id, at, None)?
     } else {
-        let changed = storage::state_keys_changed(t, room_id, after, start)?;
-        if changed.is_empty() { Default::default() } else { storage::state_before(t, room_id, start, Some(&changed))? }
+        let changed = storage::state_keys_changed(t, room_id, after, at)?;
+        if changed.is_empty() { Default::default() } else { storage::state_before(t, room_id, at, Some(&changed))? }
     };
     let state = storage::events_json(t, state_ids.into_values())?;
     Ok(RoomSync {
@@ -193,6 +202,7 @@ fn room_sync(
         limited: more || (full && after == 0 && start > 1),
         prev_batch: SyncToken::at((start - 1).max(0) as u64),
         state,
+        state_after,
     })
 }
 
@@ -204,7 +214,7 @@ fn build_sync(
     since: Option<SyncToken>,
     request: &SyncRequest,
 ) -> Result<(JsonValue, bool), StorageError> {
-    let reader = Reader { user_id, device_id };
+    let reader = Reader { user_id, device_id, state_after: request.use_state_after };
     let now = storage::max_position(t)?;
     let since_pos = since.map(|s| (s.events as i64).min(now));
     let filter = &request.timeline;

@@ -71,6 +71,7 @@ pub(crate) async fn sync(
         since: body.since.clone(),
         timeout_ms: body.timeout.map_or(0, |t| t.as_millis() as u64),
         full_state: body.full_state,
+        use_state_after: body.use_state_after,
         timeline: timeline_filter(
             &definition.room.timeline,
             definition.room.rooms.as_ref(),

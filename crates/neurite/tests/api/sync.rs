@@ -486,3 +486,25 @@ async fn history_visibility_hides_what_came_before_joining() {
     // but not what was sent while the room said "joined" and she was out.
     assert_eq!(seen, ["under shared"]);
 }
+
+#[tokio::test]
+async fn use_state_after_sends_the_state_at_the_end_of_the_timeline() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({"name": "first"})).await;
+    let since = next_batch(&sync(&server, &alice, "").await);
+    put_state(&server, &alice, &room, "m.room.name", "", json!({"name": "second"})).await;
+    send(&server, &alice, &room, "t", "after the rename").await;
+    let body = sync(&server, &alice, &format!("?since={since}&use_state_after=true")).await;
+    let r = &body["rooms"]["join"][&room];
+    assert!(r.get("state").is_none(), "state is omitted with use_state_after");
+    let after = r["state_after"]["events"].as_array().unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["content"]["name"], json!("second"), "state_after counts the timeline's own state events");
+    // A complete sync: the full state at the end of the timeline.
+    let body = sync(&server, &alice, &format!("?use_state_after=true&{}", filter(1))).await;
+    let after = body["rooms"]["join"][&room]["state_after"]["events"].as_array().unwrap().clone();
+    let name = after.iter().find(|e| e["type"] == "m.room.name").unwrap();
+    assert_eq!(name["content"]["name"], json!("second"));
+    assert!(after.iter().any(|e| e["type"] == "m.room.create"));
+}
