@@ -60,6 +60,56 @@ pub(crate) fn new_opaque_id(len: usize) -> String {
     random_chars(len)
 }
 
+/// Threads that hash and verify passwords. Each argon2id run takes 19 MiB;
+/// on a few dedicated threads that memory is reused, where on the general
+/// blocking pool every thread's allocator arena would keep its own copy
+/// (seen: 460 MiB resident after a burst of logins). Two also bounds the CPU
+/// a login flood can take.
+pub(crate) const PASSWORD_THREADS_MAX: usize = 2;
+
+/// Password jobs waiting for a thread before callers wait to queue more.
+pub(crate) const PASSWORD_QUEUE_LEN_MAX: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A small pool of threads for the CPU- and memory-heavy password work.
+/// The threads end when the pool is dropped.
+pub(crate) struct PasswordPool {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl PasswordPool {
+    /// Starts the pool's threads.
+    pub(crate) fn new() -> Self {
+        let (jobs, receiver) = tokio::sync::mpsc::channel::<Job>(PASSWORD_QUEUE_LEN_MAX);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        for i in 0..PASSWORD_THREADS_MAX {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("neurite-password-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is released before the job runs.
+                        let job = receiver.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+                        match job {
+                            Some(job) => job(),
+                            None => return,
+                        }
+                    }
+                })
+                .expect("the OS can start a thread");
+        }
+        Self { jobs }
+    }
+
+    /// Runs `f` on a pool thread; `None` if the pool is gone.
+    pub(crate) async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs.send(Box::new(move || drop(tx.send(f())))).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

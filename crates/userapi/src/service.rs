@@ -46,14 +46,18 @@ struct Settings {
 pub struct UserApiService {
     store: Arc<dyn UserStore>,
     settings: Arc<Settings>,
+    passwords: Arc<credentials::PasswordPool>,
 }
 
 fn storage(e: StorageError) -> MatrixError {
     MatrixError::internal(e)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> MatrixResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(MatrixError::internal)
+impl UserApiService {
+    /// Runs password work (argon2id) on the password threads.
+    async fn password_work<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> MatrixResult<T> {
+        self.passwords.run(f).await.ok_or_else(|| MatrixError::internal("the password threads are gone"))
+    }
 }
 
 impl UserApiService {
@@ -64,6 +68,7 @@ impl UserApiService {
     pub async fn open_sqlite(pool: SqlitePool, config: &Config) -> Result<Self, StorageError> {
         let store = SqliteUserStore::new(pool).await?;
         Ok(Self {
+            passwords: Arc::new(credentials::PasswordPool::new()),
             store: Arc::new(store),
             settings: Arc::new(Settings {
                 server_name: config.server_name(),
@@ -194,7 +199,8 @@ impl UserApi for UserApiService {
         self.check_password_policy(password)?;
         let user_id = self.user_id(localpart)?;
         let password = password.to_owned();
-        let hash = blocking(move || credentials::hash_password(&password)).await?.map_err(MatrixError::internal)?;
+        let hash =
+            self.password_work(move || credentials::hash_password(&password)).await?.map_err(MatrixError::internal)?;
         match self
             .store
             .insert_account(localpart, &hash, is_admin, registration_token, now_ms())
@@ -235,15 +241,16 @@ impl UserApi for UserApiService {
         }
         let hash = account.and_then(|a| a.password_hash);
         let password = password.to_owned();
-        let ok = blocking(move || match hash {
-            Some(hash) => credentials::verify_password(&password, &hash),
-            None => {
-                // Same cost as a real check, so timing does not tell which users exist.
-                credentials::verify_password(&password, credentials::dummy_hash());
-                false
-            }
-        })
-        .await?;
+        let ok = self
+            .password_work(move || match hash {
+                Some(hash) => credentials::verify_password(&password, &hash),
+                None => {
+                    // Same cost as a real check, so timing does not tell which users exist.
+                    credentials::verify_password(&password, credentials::dummy_hash());
+                    false
+                }
+            })
+            .await?;
         if ok { Ok(()) } else { Err(wrong()) }
     }
 
@@ -298,7 +305,8 @@ impl UserApi for UserApiService {
         self.check_password_policy(new_password)?;
         let localpart = self.local_localpart(user_id)?;
         let password = new_password.to_owned();
-        let hash = blocking(move || credentials::hash_password(&password)).await?.map_err(MatrixError::internal)?;
+        let hash =
+            self.password_work(move || credentials::hash_password(&password)).await?.map_err(MatrixError::internal)?;
         self.store.set_password(localpart, &hash, keep_device.map(DeviceId::as_str)).await.map_err(storage)
     }
 
