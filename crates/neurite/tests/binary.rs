@@ -303,10 +303,35 @@ fn sigkill(child: &mut Child) {
     child.wait().unwrap();
 }
 
-async fn put(base: &str, path: &str, token: &str, body: Value) -> Result<(u16, Value), reqwest::Error> {
-    let r = reqwest::Client::new().put(format!("{base}{path}")).bearer_auth(token).json(&body).send().await?;
+/// An authenticated request; connection errors (a killed server) are `Err`.
+async fn call(
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), reqwest::Error> {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+async fn put(base: &str, path: &str, token: &str, body: Value) -> Result<(u16, Value), reqwest::Error> {
+    call(reqwest::Method::PUT, base, path, token, Some(body)).await
+}
+
+/// A server started from a fresh config in `dir`: its config path, base URL and process.
+async fn start_server(dir: &Path) -> (std::path::PathBuf, String, Child) {
+    let port = free_port();
+    let config = write_config(dir, port, "");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_up(&base, &mut server).await;
+    (config, base, server)
 }
 
 #[tokio::test]
@@ -315,11 +340,7 @@ async fn sigkill_while_sending_loses_and_repeats_nothing() {
     const MESSAGES: usize = 150;
     const KILLS: usize = 3;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
-    wait_until_up(&base, &mut server).await;
+    let (config, base, mut server) = start_server(dir.path()).await;
 
     let (tokens, room) = users_in_a_room(&base, "c", CLIENTS).await;
 
@@ -443,9 +464,7 @@ async fn sigkill_while_sending_loses_and_repeats_nothing() {
 }
 
 async fn get_json(base: &str, path: &str, token: &str) -> Result<(u16, Value), reqwest::Error> {
-    let r = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await?;
-    let status = r.status().as_u16();
-    Ok((status, r.json().await.unwrap_or(Value::Null)))
+    call(reqwest::Method::GET, base, path, token, None).await
 }
 
 #[tokio::test]
@@ -454,11 +473,7 @@ async fn sigkill_while_syncing_serves_every_message_once_in_order() {
     const MESSAGES: usize = 60;
     const KILLS: usize = 3;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = neurite(&config).stderr(Stdio::null()).spawn().unwrap();
-    wait_until_up(&base, &mut server).await;
+    let (config, base, mut server) = start_server(dir.path()).await;
 
     let (tokens, room) = users_in_a_room(&base, "s", CLIENTS).await;
     // No timeline gaps: a limit above everything the test sends.
