@@ -27,6 +27,17 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// One record to publish with [`Log::publish_batch`].
+#[derive(Debug, Clone)]
+pub struct PublishRecord {
+    /// The ordering key (a room ID for the room event topics).
+    pub key: String,
+    /// The bytes to publish.
+    pub payload: Vec<u8>,
+    /// The de-duplication ID, as for [`Log::publish`].
+    pub dedup_id: Option<String>,
+}
+
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -98,6 +109,22 @@ pub trait Log: Send + Sync {
     /// [`LogError::Storage`] when the commit fails, [`LogError::Closed`] when
     /// the log is shut down.
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>, dedup_id: Option<&str>) -> Result<u64, LogError>;
+
+    /// Publishes `records` to `topic` in order, as one [`Log::publish`] each
+    /// but without waiting for one commit before sending the next, so an
+    /// implementation can commit them together. Records with one key keep
+    /// their order. Returns their offsets.
+    ///
+    /// # Errors
+    /// As [`Log::publish`]; on an error some records may be appended (retry
+    /// with the same de-duplication IDs).
+    async fn publish_batch(&self, topic: &str, records: Vec<PublishRecord>) -> Result<Vec<u64>, LogError> {
+        let mut offsets = Vec::with_capacity(records.len());
+        for record in records {
+            offsets.push(self.publish(topic, &record.key, record.payload, record.dedup_id.as_deref()).await?);
+        }
+        Ok(offsets)
+    }
 
     /// Opens the durable subscription `name` on `topic`, resuming after the
     /// records it acknowledged; a subscription never seen before starts at the
@@ -173,6 +200,14 @@ pub trait Subscription: Send {
 pub trait Acknowledge: Send + Sync {
     /// Acknowledges the record at `offset`; see [`Acker::ack`].
     async fn ack(&self, offset: u64) -> Result<(), LogError>;
+
+    /// Acknowledges every record in `offsets`; see [`Acker::ack_all`].
+    async fn ack_all(&self, offsets: &[u64]) -> Result<(), LogError> {
+        for offset in offsets {
+            self.ack(*offset).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Acknowledges records of one subscription: cheap to clone, `Send + Sync`,
@@ -207,6 +242,16 @@ impl Acker {
     /// or a retry of this one, stores it).
     pub async fn ack(&self, offset: u64) -> Result<(), LogError> {
         self.inner.ack(offset).await
+    }
+
+    /// Acknowledges every record in `offsets` (a processed batch), storing
+    /// the durable position once; otherwise as [`Acker::ack`]. On an error,
+    /// the offsets before the failing one may be acknowledged.
+    ///
+    /// # Errors
+    /// As [`Acker::ack`].
+    pub async fn ack_all(&self, offsets: &[u64]) -> Result<(), LogError> {
+        self.inner.ack_all(offsets).await
     }
 }
 

@@ -16,5 +16,7 @@ mod api;
 pub mod limits;
 mod sqlite;
 
-pub use api::{Acker, Acknowledge, INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, Record, Subscription};
+pub use api::{
+    Acker, Acknowledge, INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, PublishRecord, Record, Subscription,
+};
 pub use sqlite::SqliteLog;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use neurite_log::limits::RECORD_BYTES_MAX;
-use neurite_log::{INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, Record, SqliteLog, Subscription};
+use neurite_log::{INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, PublishRecord, Record, SqliteLog, Subscription};
 use neurite_storage::sqlite::SqlitePool;
 use tempfile::TempDir;
 use tokio::time::timeout;
@@ -387,4 +387,33 @@ async fn bad_names_keys_and_dedup_ids_are_refused() {
     assert!(invalid(log.publish(TOPIC, "k", vec![], Some("")).await));
     assert!(matches!(log.subscribe(TOPIC, "room.server").await.err(), Some(LogError::Invalid { .. })));
     assert!(matches!(log.subscribe(TOPIC, "").await.err(), Some(LogError::Invalid { .. })));
+}
+
+#[tokio::test]
+async fn a_batch_publish_keeps_order_and_dedup_and_ack_all_stores_the_position_once() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    let record = |i: usize, dedup: Option<&str>| PublishRecord {
+        key: "!a:x".into(),
+        payload: format!("r{i}").into_bytes(),
+        dedup_id: dedup.map(str::to_owned),
+    };
+    let batch = (0..5).map(|i| record(i, Some(&format!("d{i}")))).collect();
+    assert_eq!(log.publish_batch(TOPIC, batch).await.unwrap(), [1, 2, 3, 4, 5]);
+    // Published again (a retry after a crash): nothing new, the same offsets.
+    let again = (0..5).map(|i| record(i, Some(&format!("d{i}")))).chain([record(5, None)]).collect();
+    assert_eq!(log.publish_batch(TOPIC, again).await.unwrap(), [1, 2, 3, 4, 5, 6]);
+    let records = next(&mut sub, 100).await;
+    assert_eq!(payloads(&records), ["r0", "r1", "r2", "r3", "r4", "r5"]);
+
+    // Acknowledged as one batch, out of order: the position covers all six.
+    sub.acker().ack_all(&[3, 1, 2, 6, 5, 4]).await.unwrap();
+    drop(sub);
+    drop(log);
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_nothing_new(&mut sub).await;
+    publish(&log, "!a:x", "r6").await;
+    assert_eq!(payloads(&next(&mut sub, 100).await), ["r6"]);
 }

@@ -22,3 +22,6 @@ pub const OUTBOX_BATCH_RECORDS_MAX: usize = 256;
 /// Attempts at processing one input while the database fails (pauses of
 /// 50 ms, 200 ms, 800 ms between them) before it is given up.
 pub const INPUT_ATTEMPTS_MAX: u32 = 4;
+
+/// Most inputs of one room a worker processes in one transaction.
+pub const ROOM_BATCH_INPUTS_MAX: usize = 64;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neurite_log::{Log, Record};
+use neurite_log::{Log, PublishRecord, Record};
 use neurite_storage::sqlite::SqlitePool;
 use neurite_storage::{StorageError, now_ms};
 use rand::Rng;
@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
 use crate::limits::{
-    INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_QUEUE_LEN_MAX, VERDICT_WAIT_MS_MAX,
+    INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_BATCH_INPUTS_MAX, ROOM_QUEUE_LEN_MAX,
+    VERDICT_WAIT_MS_MAX,
 };
 use crate::process::{self, Processed, Signer};
 use crate::storage::RoomTables;
@@ -22,6 +23,35 @@ use crate::storage::sqlite::MIGRATIONS;
 
 /// An output record in the outbox: its NID, its room (the log key), its payload.
 type OutboxEntry = (i64, String, Vec<u8>);
+
+/// What [`Roomserver::process`] did: each input done (request ID, verdict,
+/// outbox entries), then the failure that stopped it, if any.
+type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Option<StorageError>);
+
+/// Runs one input inside the open transaction; see [`Roomserver::process`].
+fn process_one(
+    tx: &rusqlite::Transaction<'_>,
+    signer: &Signer,
+    input: &InputRoomEvent,
+) -> Result<(Verdict, Vec<OutboxEntry>), StorageError> {
+    if let Some(stored) = tx.input_verdict(&input.request_id)? {
+        let verdict = serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        return Ok((verdict, Vec::new()));
+    }
+    let Processed { verdict, outputs } = match &input.input {
+        Input::Build(build) => process::process_build(tx, signer, build, now_ms())?,
+        Input::Pdu(pdu) => process::process_pdu(tx, pdu)?,
+    };
+    let mut entries = Vec::with_capacity(outputs.len());
+    for (room_id, output) in outputs {
+        let payload = serde_json::to_vec(&output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let nid = tx.insert_outbox(&room_id, &payload)?;
+        entries.push((nid, room_id, payload));
+    }
+    let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
+    Ok((verdict, entries))
+}
 
 /// Name of the room server's subscription to `input.room_event`.
 const INPUT_SUBSCRIPTION: &str = "roomserver";
@@ -105,129 +135,160 @@ impl Roomserver {
         }
     }
 
-    /// Processes one room's inputs in order.
+    /// Processes one room's inputs in order, every input queued so far in
+    /// one transaction.
     async fn work(self, mut rx: mpsc::Receiver<Record>, acker: neurite_log::Acker) {
-        while let Some(record) = rx.recv().await {
-            let offset = record.offset;
-            let verdict = match serde_json::from_slice::<InputRoomEvent>(&record.payload) {
-                Ok(input) => {
-                    let request_id = input.request_id.clone();
-                    // `None`: given up. Acknowledged anyway, so one bad record
-                    // cannot pin the log; its writer times out with an error.
-                    match self.process_with_retries(input).await {
-                        Some((verdict, entries)) => {
-                            // Invariant: an event's output is published before its
-                            // writer hears the verdict, so a reader that caught up
-                            // with the output log has seen it (read-your-writes).
-                            self.publish_until_done(entries).await;
-                            Some((request_id, verdict))
-                        }
-                        None => None,
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, offset, "undecodable input record skipped");
-                    None
-                }
-            };
-            if let Err(e) = acker.ack(offset).await {
-                tracing::error!(error = %e, offset, "acknowledging an input failed");
+        let mut records = Vec::new();
+        while rx.recv_many(&mut records, ROOM_BATCH_INPUTS_MAX).await > 0 {
+            self.work_batch(std::mem::take(&mut records), &acker).await;
+        }
+    }
+
+    /// Processes a batch of one room's inputs: commit, publish the outputs,
+    /// answer the writers, then (off this room's path) clean up and ack.
+    async fn work_batch(&self, records: Vec<Record>, acker: &neurite_log::Acker) {
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        let mut inputs = Vec::with_capacity(records.len());
+        for record in records {
+            match serde_json::from_slice::<InputRoomEvent>(&record.payload) {
+                Ok(input) => inputs.push(input),
+                Err(e) => tracing::error!(error = %e, offset = record.offset, "undecodable input record skipped"),
             }
-            if let Some((request_id, verdict)) = verdict {
-                let waiter = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
-                if let Some(waiter) = waiter {
+        }
+        let (verdicts, entries) = self.process_with_retries(inputs).await;
+        // Invariant: an event's output is published before its writer hears
+        // the verdict, so a reader that caught up with the output log has
+        // seen it (read-your-writes).
+        self.publish_until_done(&entries).await;
+        {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            for (request_id, verdict) in verdicts {
+                if let Some(waiter) = waiters.remove(&request_id) {
                     let _ = waiter.send(verdict);
                 }
             }
         }
+        // Inputs given up on are acknowledged too, so one bad record cannot
+        // pin the log; their writers time out with an error. A crash before
+        // these commits republishes the outputs (the log de-duplicates them)
+        // and redelivers the inputs (their stored verdicts answer again).
+        let (server, acker) = (self.clone(), acker.clone());
+        tokio::spawn(async move {
+            let nids = entries.iter().map(|(nid, _, _)| *nid).collect();
+            if let Err(e) = server.delete_outbox(nids).await {
+                tracing::warn!(error = %e, "deleting published outputs failed; they are published again at start");
+            }
+            if let Err(e) = acker.ack_all(&offsets).await {
+                tracing::error!(error = %e, "acknowledging inputs failed");
+            }
+        });
     }
 
-    /// [`Self::process`], retried with growing pauses while the database
-    /// fails; `None` once it gave up (the fault is logged).
-    async fn process_with_retries(&self, input: InputRoomEvent) -> Option<(Verdict, Vec<OutboxEntry>)> {
+    /// [`Self::process`] until every input is decided: an input whose
+    /// processing fails is retried with growing pauses while the database
+    /// fails, then given up (the fault is logged, it gets no verdict).
+    async fn process_with_retries(
+        &self,
+        mut inputs: Vec<InputRoomEvent>,
+    ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>) {
+        let (mut verdicts, mut entries) = (Vec::new(), Vec::new());
         let mut pause = Duration::from_millis(50);
-        for attempt in 1..=INPUT_ATTEMPTS_MAX {
-            match self.process(input.clone()).await {
-                Ok(verdict) => return Some(verdict),
-                Err(e) if attempt < INPUT_ATTEMPTS_MAX => {
-                    tracing::warn!(error = %e, attempt, "processing an input failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, request_id = %input.request_id, "processing an input failed; giving up");
-                }
+        let mut attempt = 1;
+        while !inputs.is_empty() {
+            let (done, failure) = match self.process(inputs.clone()).await {
+                Ok(processed) => processed,
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            if !done.is_empty() {
+                (pause, attempt) = (Duration::from_millis(50), 1);
+            }
+            inputs.drain(..done.len());
+            for (request_id, verdict, mut outputs) in done {
+                verdicts.push((request_id, verdict));
+                entries.append(&mut outputs);
+            }
+            let Some(e) = failure else { continue };
+            if attempt < INPUT_ATTEMPTS_MAX {
+                tracing::warn!(error = %e, attempt, "processing an input failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+                attempt += 1;
+            } else {
+                let input = inputs.remove(0);
+                tracing::error!(error = %e, request_id = %input.request_id, "processing an input failed; giving up");
+                (pause, attempt) = (Duration::from_millis(50), 1);
             }
         }
-        None
+        (verdicts, entries)
     }
 
-    /// Runs one input in one transaction: its events, its verdict (for
-    /// redeliveries) and its output records commit together.
-    async fn process(&self, input: InputRoomEvent) -> Result<(Verdict, Vec<OutboxEntry>), StorageError> {
+    /// Runs inputs in order in one transaction, each all-or-nothing: its
+    /// events, its verdict (for redeliveries) and its output records commit
+    /// together. Stops at the first input that fails (its changes undone) and
+    /// returns the ones done before it with that failure.
+    async fn process(&self, inputs: Vec<InputRoomEvent>) -> Result<Processing, StorageError> {
         let inner = self.inner.clone();
-        let (verdict, entries) = self
-            .inner
+        self.inner
             .pool
             .write(move |tx| {
-                if let Some(stored) = tx.input_verdict(&input.request_id)? {
-                    let verdict = serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                    return Ok::<_, StorageError>((verdict, Vec::new()));
+                let mut done = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    tx.execute_batch("SAVEPOINT roomserver_input")?;
+                    match process_one(tx, &inner.signer, &input) {
+                        Ok((verdict, entries)) => {
+                            tx.execute_batch("RELEASE roomserver_input")?;
+                            done.push((input.request_id, verdict, entries));
+                        }
+                        Err(e) => {
+                            tx.execute_batch("ROLLBACK TO roomserver_input; RELEASE roomserver_input")?;
+                            return Ok((done, Some(e)));
+                        }
+                    }
                 }
-                let Processed { verdict, outputs } = match &input.input {
-                    Input::Build(build) => process::process_build(tx, &inner.signer, build, now_ms())?,
-                    Input::Pdu(pdu) => process::process_pdu(tx, pdu)?,
-                };
-                let mut entries = Vec::with_capacity(outputs.len());
-                for (room_id, output) in outputs {
-                    let payload = serde_json::to_vec(&output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                    let nid = tx.insert_outbox(&room_id, &payload)?;
-                    entries.push((nid, room_id, payload));
-                }
-                let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
-                Ok((verdict, entries))
+                Ok::<_, StorageError>((done, None))
             })
-            .await?;
-        Ok((verdict, entries))
+            .await
     }
 
-    /// Publishes outbox entries to `output.room_event` in order, then deletes
-    /// them. The log de-duplicates by outbox NID, so publishing an entry again
-    /// (after a crash between publishing and deleting) adds it once.
-    async fn publish_entries(&self, entries: Vec<OutboxEntry>) -> Result<(), String> {
-        let mut done = Vec::new();
-        let mut failure = None;
-        for (nid, room_id, payload) in entries {
-            let dedup = format!("roomserver-outbox-{nid}");
-            match self.inner.log.publish(neurite_log::OUTPUT_ROOM_EVENT, &room_id, payload, Some(&dedup)).await {
-                Ok(_) => done.push(nid),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
+    /// Publishes outbox entries to `output.room_event` in order. The log
+    /// de-duplicates by outbox NID, so publishing an entry again (after a
+    /// crash between publishing and deleting) adds it once.
+    async fn publish_entries(&self, entries: &[OutboxEntry]) -> Result<(), String> {
+        let records = entries
+            .iter()
+            .map(|(nid, room_id, payload)| PublishRecord {
+                key: room_id.clone(),
+                payload: payload.clone(),
+                dedup_id: Some(format!("roomserver-outbox-{nid}")),
+            })
+            .collect();
+        self.inner.log.publish_batch(neurite_log::OUTPUT_ROOM_EVENT, records).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Deletes published outbox entries.
+    async fn delete_outbox(&self, nids: Vec<i64>) -> Result<(), StorageError> {
+        if nids.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .pool
+            .write(move |tx| {
+                for nid in &nids {
+                    tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
                 }
-            }
-        }
-        if !done.is_empty() {
-            self.inner
-                .pool
-                .write(move |tx| {
-                    for nid in &done {
-                        tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
-                    }
-                    Ok::<_, StorageError>(())
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        failure.map_or(Ok(()), Err)
+                Ok::<_, StorageError>(())
+            })
+            .await
     }
 
     /// Publishes entries, retrying with growing pauses until the log takes
     /// them: a room's later outputs must not overtake these.
-    async fn publish_until_done(&self, entries: Vec<OutboxEntry>) {
+    async fn publish_until_done(&self, entries: &[OutboxEntry]) {
+        if entries.is_empty() {
+            return;
+        }
         let mut pause = Duration::from_millis(50);
-        while let Err(e) = self.publish_entries(entries.clone()).await {
+        while let Err(e) = self.publish_entries(entries).await {
             tracing::error!(error = %e, "publishing outputs failed; retrying");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
@@ -252,7 +313,14 @@ impl Roomserver {
                 .await;
             match batch {
                 Ok(batch) if batch.is_empty() => return,
-                Ok(batch) => self.publish_until_done(batch).await,
+                Ok(batch) => {
+                    self.publish_until_done(&batch).await;
+                    let nids = batch.iter().map(|(nid, _, _)| *nid).collect();
+                    if let Err(e) = self.delete_outbox(nids).await {
+                        tracing::error!(error = %e, "deleting published outputs failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "reading the outbox failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -261,3 +261,77 @@ async fn stored_state_grows_with_changes_not_with_room_size() {
     let now = h.rs.current_state(&room).await.unwrap();
     assert_eq!(now.iter().filter(|e| e["type"] == "org.example.counter").count(), CHANGES);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inputs_of_one_room_form_one_chain_and_a_rejected_one_spoils_nothing() {
+    let h = start().await;
+    let room = room(&h).await;
+    // More inputs than one worker batch takes; every seventh is from a
+    // stranger and must be rejected without touching its batch neighbours.
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let rs = h.rs.clone();
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            let sender = if i % 7 == 3 {
+                "mallory"
+            } else if i % 2 == 0 {
+                "alice"
+            } else {
+                "bob"
+            };
+            let event = ProtoEvent {
+                event_type: "m.room.message".into(),
+                state_key: None,
+                sender: user(sender),
+                content: json!({"msgtype": "m.text", "body": format!("message {i}")}),
+                redacts: None,
+            };
+            let build = BuildEvents { target: Target::Room { room_id: room }, events: vec![event], txn: None };
+            (i, rs.submit(Input::Build(build)).await.unwrap())
+        }));
+    }
+    let mut accepted_ids = std::collections::HashSet::new();
+    for task in tasks {
+        let (i, verdict) = task.await.unwrap();
+        match verdict {
+            Verdict::Accepted { event_ids, .. } => {
+                assert_ne!(i % 7, 3, "a stranger's message was accepted");
+                accepted_ids.insert(event_ids[0].to_string());
+            }
+            Verdict::Rejected { .. } => assert_eq!(i % 7, 3, "message {i} was rejected"),
+            other => panic!("unexpected verdict {other:?}"),
+        }
+    }
+    assert_eq!(accepted_ids.len(), 100 - 14);
+
+    // Walk back from the single forward extremity: one linear chain holding
+    // every accepted message once, depth growing by one per event.
+    let latest = h.rs.latest_events(&room).await.unwrap();
+    assert_eq!(latest.len(), 1, "one forward extremity");
+    let mut seen = Vec::new();
+    let mut cursor = latest[0].to_string();
+    while accepted_ids.contains(&cursor) {
+        let (json, rejected): (String, bool) = h
+            .pool
+            .read({
+                let id = cursor.clone();
+                move |tx| {
+                    tx.query_row("SELECT json, is_rejected FROM roomserver_events WHERE event_id = ?1", [&id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(neurite_storage::StorageError::from)
+                }
+            })
+            .await
+            .unwrap();
+        assert!(!rejected);
+        let pdu: Value = serde_json::from_str(&json).unwrap();
+        let prevs = pdu["prev_events"].as_array().unwrap();
+        assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
+        seen.push((cursor.clone(), pdu["depth"].as_u64().unwrap()));
+        cursor = prevs[0].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen.len(), accepted_ids.len(), "every accepted message is on the chain once");
+    assert!(seen.windows(2).all(|w| w[0].1 == w[1].1 + 1), "depths are consecutive");
+}

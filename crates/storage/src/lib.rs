@@ -23,6 +23,12 @@ pub enum StorageError {
     /// The blocking task running the transaction panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A write closure panicked; its changes were rolled back.
+    #[error("database write panicked: {0}")]
+    Panic(String),
+    /// The write transaction could not begin or commit; nothing of it is stored.
+    #[error("database commit failed: {0}")]
+    Commit(String),
 }
 
 /// One migration: a name for the record and the SQL it runs.

@@ -2,13 +2,17 @@
 //!
 //! Durability: every write transaction commits with `synchronous=FULL`, so a
 //! committed row survives a power cut. Throughput comes from putting many rows
-//! in one transaction, never from weaker sync settings.
+//! in one transaction, never from weaker sync settings: the writer thread
+//! commits every write queued while the previous commit ran in one
+//! transaction (group commit), each under its own savepoint, so one fsync
+//! covers them all and a failing write undoes only itself.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::{Migration, StorageError, now_ms};
 
@@ -19,6 +23,9 @@ pub const READER_CONNECTIONS_MAX: usize = 4;
 /// `neurite create-account` command while the server runs), in milliseconds.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// Most writes one group commit takes; more wait for the next transaction.
+pub const GROUP_COMMIT_WRITES_MAX: usize = 512;
+
 /// A handle to one SQLite database: cheap to clone, safe to share.
 #[derive(Clone)]
 pub struct SqlitePool {
@@ -26,11 +33,128 @@ pub struct SqlitePool {
 }
 
 struct Inner {
-    // Invariant: the only connection that writes. SQLite allows one writer at
-    // a time anyway; one connection makes that explicit and avoids SQLITE_BUSY.
-    writer: Mutex<Connection>,
+    // Invariant: the writer thread owns the only connection that writes.
+    // SQLite allows one writer at a time anyway; one connection makes that
+    // explicit, avoids SQLITE_BUSY, and lets it batch commits.
+    writes: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
+}
+
+/// One queued write: its closure, then its answer once the commit is known.
+trait WriteJob: Send {
+    /// Runs the closure inside the open transaction under its own savepoint
+    /// (rolled back if the closure fails or panics) and keeps its result.
+    fn run(&mut self, tx: &Transaction<'_>);
+    /// Answers the caller: the kept result if the transaction committed (or
+    /// the closure's own error), otherwise `failure`.
+    fn finish(self: Box<Self>, failure: Option<&str>);
+}
+
+struct Job<T, E, F> {
+    f: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> WriteJob for Job<T, E, F>
+where
+    T: Send + 'static,
+    E: From<StorageError> + Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, tx: &Transaction<'_>) {
+        let Some(f) = self.f.take() else { return };
+        if let Err(e) = tx.execute_batch("SAVEPOINT neurite_write") {
+            self.result = Some(Err(StorageError::from(e).into()));
+            return;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)));
+        let undo = |tx: &Transaction<'_>| tx.execute_batch("ROLLBACK TO neurite_write; RELEASE neurite_write");
+        self.result = Some(match outcome {
+            Ok(Ok(value)) => match tx.execute_batch("RELEASE neurite_write") {
+                Ok(()) => Ok(value),
+                Err(e) => Err(StorageError::from(e).into()),
+            },
+            Ok(Err(e)) => {
+                // Fails only when SQLite already ended the transaction; the
+                // writer thread sees that and fails the whole batch.
+                let _ = undo(tx);
+                Err(e)
+            }
+            Err(panic) => {
+                let _ = undo(tx);
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(StorageError::Panic(message).into())
+            }
+        });
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&str>) {
+        let result = match (self.result, failure) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(message)) => Err(StorageError::Commit(message.to_owned()).into()),
+            (None, None) => Err(StorageError::Commit("the write did not run".into()).into()),
+        };
+        // The caller may have stopped waiting (a cancelled future): its write
+        // still happened, as documented on `write`.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The writer thread: takes every queued write, runs them in one transaction
+/// and commits once, until every pool handle is gone.
+fn run_writer(mut conn: Connection, writes: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = writes.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_WRITES_MAX {
+            match writes.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch);
+    }
+}
+
+/// Runs `batch` in one `BEGIN IMMEDIATE` transaction and answers each write.
+fn commit_batch(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            batch.into_iter().for_each(|job| job.finish(Some(&message)));
+            return;
+        }
+    };
+    let mut ran = 0;
+    while ran < batch.len() {
+        batch[ran].run(&tx);
+        ran += 1;
+        if tx.is_autocommit() {
+            // SQLite rolled the whole transaction back (e.g. disk full): the
+            // writes so far are undone; the rest get a transaction of their own.
+            let rest = batch.split_off(ran);
+            drop(tx);
+            batch.into_iter().for_each(|job| job.finish(Some("the transaction was rolled back by SQLite")));
+            if !rest.is_empty() {
+                commit_batch(conn, rest);
+            }
+            return;
+        }
+    }
+    match tx.commit() {
+        Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
+        Err(e) => {
+            let message = e.to_string();
+            batch.into_iter().for_each(|job| job.finish(Some(&message)));
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -56,17 +180,26 @@ impl SqlitePool {
             configure(&reader)?;
             readers.push(reader);
         }
+        let (writes, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue))
+            .map_err(|e| StorageError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writes,
                 readers: Mutex::new(readers),
                 reader_permits: Semaphore::new(READER_CONNECTIONS_MAX),
             }),
         })
     }
 
-    /// Runs `f` in one write transaction (`BEGIN IMMEDIATE`) on the blocking
-    /// pool; commits if it returns `Ok`, rolls back otherwise.
+    /// Runs `f` in a write transaction on the writer thread; its changes
+    /// commit if it returns `Ok` and are undone otherwise. Writes queued
+    /// together share one transaction (each under its own savepoint) and one
+    /// fsync; `Ok` means this write's changes are committed.
+    ///
+    /// Cancelling the returned future does not cancel the write.
     ///
     /// # Errors
     /// Whatever `f` returns, or a failure to begin or commit.
@@ -76,18 +209,13 @@ impl SqlitePool {
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock means a panic inside a transaction, which rolled
-            // back when its Transaction dropped: the connection is still sound.
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StorageError::from)?;
-            let value = f(&tx)?;
-            tx.commit().map_err(StorageError::from)?;
-            Ok(value)
-        })
-        .await
-        .map_err(StorageError::from)?
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job { f: Some(f), result: None, reply });
+        let sent = self.inner.writes.send(job);
+        if sent.is_err() {
+            return Err(StorageError::Commit("the writer thread is gone".into()).into());
+        }
+        answer.await.unwrap_or_else(|_| Err(StorageError::Commit("the writer thread is gone".into()).into()))
     }
 
     /// Runs `f` in one read transaction on a reader connection, on the blocking pool.
@@ -185,5 +313,47 @@ mod tests {
             .unwrap();
         assert_eq!(x, 7);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_write_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
+        static M: &[Migration] = &[("0001_create_t", "CREATE TABLE t (x INTEGER NOT NULL)")];
+        pool.migrate("test", M).await.unwrap();
+        // Many concurrent writes, so most share a transaction with others.
+        let mut tasks = Vec::new();
+        for i in 0..200_i64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                pool.write(move |tx| {
+                    tx.execute("INSERT INTO t (x) VALUES (?1)", [i])?;
+                    match i % 10 {
+                        3 => Err(StorageError::Corrupt("refused".into())),
+                        7 => panic!("write {i} panics"),
+                        _ => Ok(()),
+                    }
+                })
+                .await
+            }));
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            let result = task.await.unwrap();
+            match i % 10 {
+                3 => assert!(matches!(result, Err(StorageError::Corrupt(_))), "{result:?}"),
+                7 => assert!(matches!(result, Err(StorageError::Panic(_))), "{result:?}"),
+                _ => assert!(result.is_ok(), "{result:?}"),
+            }
+        }
+        let stored: Vec<i64> = pool
+            .read(|tx| {
+                let mut stmt = tx.prepare("SELECT x FROM t ORDER BY x")?;
+                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+                Ok::<_, StorageError>(rows)
+            })
+            .await
+            .unwrap();
+        let expected: Vec<i64> = (0..200).filter(|i| i % 10 != 3 && i % 10 != 7).collect();
+        assert_eq!(stored, expected);
     }
 }

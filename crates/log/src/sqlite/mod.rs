@@ -24,7 +24,7 @@ use neurite_storage::sqlite::SqlitePool;
 use neurite_storage::{Migration, StorageError};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::api::{Log, LogError, Subscription, check_record, check_subscription_name, check_topic};
+use crate::api::{Log, LogError, PublishRecord, Subscription, check_record, check_subscription_name, check_topic};
 use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX, PUBLISH_QUEUE_LEN_MAX};
 use subscription::SubscriptionShared;
 
@@ -290,6 +290,36 @@ impl Log for SqliteLog {
         };
         self.publishes.send(request).await.map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn publish_batch(&self, topic: &str, records: Vec<PublishRecord>) -> Result<Vec<u64>, LogError> {
+        check_topic(topic)?;
+        for record in &records {
+            check_record(&record.key, &record.payload, record.dedup_id.as_deref())?;
+        }
+        let topic = self.shared.topic(topic);
+        let mut answers = Vec::with_capacity(records.len());
+        // Invariant: the requests enter the writer's queue in order, so they
+        // are appended in order (mostly in one transaction).
+        for record in records {
+            let reservation = topic.reserve(self.shared.backlog_records_max).await;
+            let (reply, answer) = oneshot::channel();
+            let request = writer::PublishRequest {
+                topic: topic.clone(),
+                key: record.key,
+                payload: record.payload,
+                dedup_id: record.dedup_id,
+                reply,
+                reservation,
+            };
+            self.publishes.send(request).await.map_err(|_| LogError::Closed)?;
+            answers.push(answer);
+        }
+        let mut offsets = Vec::with_capacity(answers.len());
+        for answer in answers {
+            offsets.push(answer.await.map_err(|_| LogError::Closed)??);
+        }
+        Ok(offsets)
     }
 
     async fn subscribe(&self, topic: &str, name: &str) -> Result<Box<dyn Subscription>, LogError> {

@@ -150,13 +150,20 @@ impl SubscriptionShared {
 #[async_trait]
 impl Acknowledge for SubscriptionShared {
     async fn ack(&self, offset: u64) -> Result<(), LogError> {
+        self.ack_all(&[offset]).await
+    }
+
+    async fn ack_all(&self, offsets: &[u64]) -> Result<(), LogError> {
         if self.is_closed() {
             return Err(LogError::Closed);
         }
         let (moved, position) = {
             let mut window = lock(&self.window);
-            let moved = window.ack(offset)?;
-            (moved.is_some(), window.position)
+            let mut moved = false;
+            for offset in offsets {
+                moved |= window.ack(*offset)?.is_some();
+            }
+            (moved, window.position)
         };
         if moved {
             {
