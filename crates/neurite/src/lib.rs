@@ -69,11 +69,17 @@ pub struct Server {
     router: axum::Router,
     limiter: Option<RateLimiter>,
     log: SqliteLog,
+    pool: SqlitePool,
 }
 
 /// How often the server drops idle rate-limit buckets and log records every
-/// subscription has acknowledged, in seconds.
-pub const MAINTENANCE_INTERVAL_SECS: u64 = 60;
+/// subscription has acknowledged, and gives free database pages back to the
+/// file system, in seconds.
+pub const MAINTENANCE_INTERVAL_SECS: u64 = 10;
+
+/// Most free database pages (4 KiB each) one maintenance pass gives back, so
+/// a pass never holds the writer long.
+pub const FREE_PAGES_RELEASED_PER_PASS_MAX: u32 = 4096;
 
 /// Opens (creating on first start) the data folder, the signing key and the
 /// database, and builds every component.
@@ -104,7 +110,7 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     // Invariant: every log reader subscribes before the server serves, so a
     // topic's backlog bound applies from its first record.
     let sync = SyncService::start(pool.clone(), Arc::new(log.clone())).await.map_err(|e| db_error(&e))?;
-    let roomserver = Roomserver::start(pool, Arc::new(log.clone()), signer).await.map_err(|e| db_error(&e))?;
+    let roomserver = Roomserver::start(pool.clone(), Arc::new(log.clone()), signer).await.map_err(|e| db_error(&e))?;
 
     let components = Components {
         users: Arc::new(users.clone()),
@@ -116,7 +122,23 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
     let client_api = ClientApi::new(components, config.clone());
     let limiter = client_api.limiter().cloned();
     let router = http::app(&config, neurite_clientapi::router(client_api));
-    Ok(Server { config, users, roomserver, router, limiter, log })
+    Ok(Server { config, users, roomserver, router, limiter, log, pool })
+}
+
+/// One maintenance pass: idle rate-limit buckets, acknowledged log records,
+/// free database pages. Failures are logged; the next pass tries again.
+async fn maintain(limiter: Option<&RateLimiter>, log: &SqliteLog, pool: &SqlitePool) {
+    if let Some(limiter) = limiter {
+        limiter.prune();
+    }
+    for topic in [neurite_log::INPUT_ROOM_EVENT, neurite_log::OUTPUT_ROOM_EVENT] {
+        if let Err(e) = log.prune(topic).await {
+            tracing::warn!(error = %e, topic, "pruning a log failed");
+        }
+    }
+    if let Err(e) = pool.release_free_pages(FREE_PAGES_RELEASED_PER_PASS_MAX).await {
+        tracing::warn!(error = %e, "giving free database pages back failed");
+    }
 }
 
 /// Creates the data folder (and parents) if absent; the folder itself is
@@ -142,23 +164,21 @@ pub async fn serve(
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (limiter, log) = (server.limiter.clone(), server.log.clone());
-    let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(MAINTENANCE_INTERVAL_SECS));
-        loop {
-            tick.tick().await;
-            if let Some(limiter) = &limiter {
-                limiter.prune();
-            }
-            for topic in [neurite_log::INPUT_ROOM_EVENT, neurite_log::OUTPUT_ROOM_EVENT] {
-                if let Err(e) = log.prune(topic).await {
-                    tracing::warn!(error = %e, topic, "pruning a log failed");
-                }
+    let (limiter, log, pool) = (server.limiter.clone(), server.log.clone(), server.pool.clone());
+    let maintenance = tokio::spawn({
+        let (limiter, log, pool) = (limiter.clone(), log.clone(), pool.clone());
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(MAINTENANCE_INTERVAL_SECS));
+            loop {
+                tick.tick().await;
+                maintain(limiter.as_ref(), &log, &pool).await;
             }
         }
     });
     let app = server.router.into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
+    // A tidy database on a graceful stop.
+    maintain(limiter.as_ref(), &log, &pool).await;
     result
 }

@@ -581,3 +581,31 @@ async fn sigkill_while_syncing_serves_every_message_once_in_order() {
         assert_eq!(stream, &order, "client {c}'s sync stream served every message once, in the room's order");
     }
 }
+
+#[tokio::test]
+async fn a_graceful_stop_leaves_no_processed_log_records_and_no_free_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_config, base, mut server) = start_server(dir.path()).await;
+    let (tokens, room) = users_in_a_room(&base, "tidy", 1).await;
+    let big = "x".repeat(4000);
+    for i in 0..200 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
+        let (status, _) = put(&base, &path, &tokens[0], json!({"msgtype": "m.text", "body": big})).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    // The events are in the room's history before the stop...
+    let (status, messages) =
+        get_json(&base, &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"), &tokens[0]).await.unwrap();
+    assert_eq!((status, messages["chunk"].as_array().map(Vec::len)), (200, Some(5)));
+    assert!(sigterm_and_wait(&mut server).success());
+
+    // ...and after it the logs hold nothing every reader has processed, and
+    // the file has given its free pages back.
+    let db = rusqlite::Connection::open(dir.path().join("data").join("neurite.db")).unwrap();
+    let records: i64 = db.query_row("SELECT COUNT(*) FROM log_records", [], |r| r.get(0)).unwrap();
+    let free: i64 = db.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+    let events: i64 = db.query_row("SELECT COUNT(*) FROM roomserver_events", [], |r| r.get(0)).unwrap();
+    assert_eq!(records, 0, "processed log records were kept");
+    assert_eq!(free, 0, "free pages were kept");
+    assert!(events > 200, "{events} events stored");
+}

@@ -1,9 +1,9 @@
 //! Secrets: argon2id password hashes, random tokens and their SHA-256 hashes.
 //! Nothing here logs, and nothing returned by it is logged.
 
-use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -15,16 +15,34 @@ const TOKEN_CHARS: usize = 40;
 /// Length of generated device IDs, in upper-case letters (as Synapse).
 const DEVICE_ID_CHARS: usize = 10;
 
-/// Hashes a password with argon2id (OWASP's recommended parameters, the
-/// crate's defaults). CPU-heavy: call it from a blocking task.
-pub(crate) fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+/// argon2id memory per hash, in KiB: 7 MiB.
+///
+/// OWASP's password storage cheat sheet lists equally strong argon2id
+/// settings that trade memory for passes (19 MiB x 2, 12 MiB x 3, 9 MiB x 4,
+/// 7 MiB x 5, ...); Neurite takes 7 MiB x 5 so a login costs a small server
+/// little resident memory for the same work.
+pub(crate) const ARGON2_MEMORY_KIB: u32 = 7 * 1024;
+
+/// argon2id passes over the memory (OWASP: 5 with 7 MiB).
+pub(crate) const ARGON2_PASSES: u32 = 5;
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None).expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Checks a password against a stored PHC hash. CPU-heavy: call it from a blocking task.
+/// Hashes a password with argon2id ([`ARGON2_MEMORY_KIB`],
+/// [`ARGON2_PASSES`], one lane). CPU-heavy: call it from a blocking task.
+pub(crate) fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon2().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+/// Checks a password against a stored PHC hash, with the parameters stored in
+/// it (so hashes made with other settings keep working). CPU-heavy: call it
+/// from a blocking task.
 pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 /// A hash to verify against when the account does not exist, so that a login
@@ -60,12 +78,13 @@ pub(crate) fn new_opaque_id(len: usize) -> String {
     random_chars(len)
 }
 
-/// Threads that hash and verify passwords. Each argon2id run takes 19 MiB;
-/// on a few dedicated threads that memory is reused, where on the general
-/// blocking pool every thread's allocator arena would keep its own copy
-/// (seen: 460 MiB resident after a burst of logins). Two also bounds the CPU
-/// a login flood can take.
-pub(crate) const PASSWORD_THREADS_MAX: usize = 2;
+/// Threads that hash and verify passwords. Each argon2id run takes
+/// [`ARGON2_MEMORY_KIB`]; on one dedicated thread at most one such buffer
+/// exists at a time, where on the general blocking pool every thread's
+/// allocator arena would keep its own copy (seen: 460 MiB resident after a
+/// burst of logins). One also bounds the CPU a login flood can take to one
+/// core (about 30 logins a second here).
+pub(crate) const PASSWORD_THREADS_MAX: usize = 1;
 
 /// Password jobs waiting for a thread before callers wait to queue more.
 pub(crate) const PASSWORD_QUEUE_LEN_MAX: usize = 64;
@@ -117,9 +136,16 @@ mod tests {
     #[test]
     fn password_hashes_are_argon2id_and_verify() {
         let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong horse", &hash));
+        // A hash made with other parameters (the crate's defaults, 19 MiB x 2)
+        // still verifies: the parameters come from the stored hash.
+        let salt = SaltString::generate(&mut OsRng);
+        let old = Argon2::default().hash_password(b"correct horse", &salt).unwrap().to_string();
+        assert!(old.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{old}");
+        assert!(verify_password("correct horse", &old));
+        assert!(!verify_password("wrong horse", &old));
     }
 
     #[test]
