@@ -1,5 +1,5 @@
-//! Applies `output.room_event` to the sync API's tables, one record per
-//! transaction with the offset it reached, then wakes the users concerned.
+//! Applies `output.room_event` to the sync API's tables, a batch of records
+//! per transaction with the offset it reached, then wakes the users concerned.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use rusqlite::Transaction;
 use crate::notifier::Notifier;
 use crate::storage;
 
-/// Records taken from the output log at once.
-const OUTPUT_BATCH_RECORDS_MAX: usize = 64;
+/// Records taken from the output log, and applied in one transaction, at once.
+const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
 
 /// Applies one record; returns the users to wake. A record at or below the
 /// applied offset was applied before a crash and changes nothing.
@@ -88,23 +88,53 @@ pub(crate) async fn run(
                 return;
             }
         };
-        for record in records {
-            let offset = record.offset;
-            let result = pool.write(move |t| apply(t, &record)).await;
-            match result {
-                Ok(users) => {
-                    if let Err(e) = acker.ack(offset).await {
-                        tracing::error!(error = %e, offset, "acknowledging an output record failed");
-                    }
-                    applied.send_replace(offset);
-                    notifier.wake(users.iter().map(String::as_str));
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        let (applied_records, users, failure) = match pool.write(move |t| apply_batch(t, &records)).await {
+            Ok(done) => done,
+            Err(e) => (0, BTreeSet::new(), Some(e)),
+        };
+        if applied_records > 0 {
+            let done = offsets[..applied_records].to_vec();
+            let last = done[done.len() - 1];
+            applied.send_replace(last);
+            notifier.wake(users.iter().map(String::as_str));
+            // The applied offset is committed with the rows; the log's own
+            // position only lets it prune, so it need not hold up the next batch.
+            let acker = acker.clone();
+            tokio::spawn(async move {
+                if let Err(e) = acker.ack_all(&done).await {
+                    tracing::error!(error = %e, "acknowledging output records failed");
                 }
-                Err(e) => {
-                    // Not acknowledged, and not applied: retried after a restart.
-                    tracing::error!(error = %e, offset, "applying an output record failed");
-                    return;
-                }
+            });
+        }
+        if let Some(e) = failure {
+            // Not acknowledged, and not applied: retried after a restart.
+            tracing::error!(error = %e, offset = offsets[applied_records], "applying an output record failed");
+            return;
+        }
+    }
+}
+
+/// Applies `records` in order inside one transaction, each under its own
+/// savepoint; stops at the first that fails (its changes undone). Returns how
+/// many were applied, the users to wake, and the failure.
+fn apply_batch(
+    t: &Transaction<'_>,
+    records: &[Record],
+) -> Result<(usize, BTreeSet<String>, Option<StorageError>), StorageError> {
+    let mut users = BTreeSet::new();
+    for (index, record) in records.iter().enumerate() {
+        t.execute_batch("SAVEPOINT syncapi_record")?;
+        match apply(t, record) {
+            Ok(wake) => {
+                t.execute_batch("RELEASE syncapi_record")?;
+                users.extend(wake);
+            }
+            Err(e) => {
+                t.execute_batch("ROLLBACK TO syncapi_record; RELEASE syncapi_record")?;
+                return Ok((index, users, Some(e)));
             }
         }
     }
+    Ok((records.len(), users, None))
 }
