@@ -46,6 +46,9 @@ pub const PUBLISH_BATCH_RECORDS_MAX: usize = 256;
 /// connection for long.
 pub const PUBLISH_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Most records `SqliteLog::prune` deletes in one transaction; it loops
-/// over as many transactions as it needs, letting publishes in between.
-pub const PRUNE_BATCH_RECORDS_MAX: u64 = 10_000;
+/// Most records `SqliteLog::prune` deletes in one write; it loops over as
+/// many writes as it needs, letting other writes in between. Small, because
+/// every write queued behind a prune waits for it: 10,000 records (each with
+/// its payload) once held the writer long enough to show as a 190 ms sync
+/// wake-up.
+pub const PRUNE_BATCH_RECORDS_MAX: u64 = 1_000;

@@ -77,9 +77,10 @@ pub struct Server {
 /// file system, in seconds.
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 10;
 
-/// Most free database pages (4 KiB each) one maintenance pass gives back, so
-/// a pass never holds the writer long.
-pub const FREE_PAGES_RELEASED_PER_PASS_MAX: u32 = 4096;
+/// Most free database pages (4 KiB each) one write of a maintenance pass
+/// gives back, so it never holds the writer long; a pass takes as many
+/// writes as it needs, letting other writes in between.
+pub const FREE_PAGES_RELEASED_PER_WRITE_MAX: u32 = 256;
 
 /// Opens (creating on first start) the data folder, the signing key and the
 /// database, and builds every component.
@@ -136,8 +137,15 @@ async fn maintain(limiter: Option<&RateLimiter>, log: &SqliteLog, pool: &SqliteP
             tracing::warn!(error = %e, topic, "pruning a log failed");
         }
     }
-    if let Err(e) = pool.release_free_pages(FREE_PAGES_RELEASED_PER_PASS_MAX).await {
-        tracing::warn!(error = %e, "giving free database pages back failed");
+    loop {
+        match pool.release_free_pages(FREE_PAGES_RELEASED_PER_WRITE_MAX).await {
+            Ok(released) if released == FREE_PAGES_RELEASED_PER_WRITE_MAX => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "giving free database pages back failed");
+                break;
+            }
+        }
     }
 }
 

@@ -261,18 +261,20 @@ impl SqlitePool {
 
     /// Gives up to `pages` free pages (left by deleted rows) back to the file
     /// system, so the file shrinks towards the data it holds; returns how
-    /// many free pages remain. Does nothing on a database created before
+    /// many it gave back. Gives back none on a database created before
     /// Neurite turned on incremental vacuum.
     ///
     /// # Errors
     /// The write fails.
-    pub async fn release_free_pages(&self, pages: u32) -> Result<i64, StorageError> {
+    pub async fn release_free_pages(&self, pages: u32) -> Result<u32, StorageError> {
         self.write(move |tx| {
+            let free = |tx: &Transaction<'_>| tx.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+            let before = free(tx)?;
             // Each step of this pragma frees one page: run it to the end.
             let mut statement = tx.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
             let mut rows = statement.query([])?;
             while rows.next()?.is_some() {}
-            Ok(tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+            Ok(u32::try_from(before - free(tx)?).unwrap_or(0))
         })
         .await
     }
@@ -360,7 +362,10 @@ mod tests {
         let full = pool.write(move |tx| count(tx, "page_count")).await.unwrap();
         pool.write(|tx| Ok::<_, StorageError>(tx.execute("DELETE FROM t", [])?)).await.unwrap();
         assert!(pool.write(move |tx| count(tx, "freelist_count")).await.unwrap() > 400);
+        assert_eq!(pool.release_free_pages(100).await.unwrap(), 100);
+        assert!(pool.release_free_pages(10_000).await.unwrap() > 300);
         assert_eq!(pool.release_free_pages(10_000).await.unwrap(), 0);
+        assert_eq!(pool.write(move |tx| count(tx, "freelist_count")).await.unwrap(), 0);
         let after = pool.write(move |tx| count(tx, "page_count")).await.unwrap();
         assert!(after < full / 10, "{after} pages left of {full}");
     }
