@@ -1,6 +1,7 @@
 //! The room server's hot paths (issue 6): one event through the whole
-//! pipeline, state at an event in a room with 10,000 state events, and the
-//! canonical JSON and reference hash of a large event.
+//! pipeline, state at an event and the state delta between an early and the
+//! latest snapshot in a room with 10,000 state events, and the canonical JSON
+//! and reference hash of a large event.
 //!
 //! `cargo bench -p neurite-roomserver`. Figures are never asserted in tests.
 
@@ -94,13 +95,23 @@ fn state(c: &mut Criterion) {
         }
         ids
     });
+    // A message after the last state event: the state before it is the current state.
+    let latest = send(&f, vec![event("alice", "m.room.message", None, json!({"body": "hi"}))]);
+    let latest = runtime.block_on(latest).remove(0);
     let early = ids[100].clone();
     let late = ids[STATE_EVENTS - 1].clone();
+    let delta = runtime.block_on(f.rs.state_delta(&early, &latest)).unwrap().unwrap();
+    assert_eq!(delta.len(), STATE_EVENTS - 100, "the delta adds every later key");
     let mut group = c.benchmark_group("state in a room with 10,000 state events");
     group.sample_size(20);
     group.bench_function("state at an early event", |b| b.to_async(&runtime).iter(|| f.rs.state_at_event(&early)));
     group.bench_function("state at the latest event", |b| b.to_async(&runtime).iter(|| f.rs.state_at_event(&late)));
     group.bench_function("current state", |b| b.to_async(&runtime).iter(|| f.rs.current_state(&f.room)));
+    // From the state before the 101st state event (104 keys) to the current
+    // state (10,004 keys): 9,900 keys named, with their event IDs.
+    group.bench_function("current-state delta between two distant snapshots", |b| {
+        b.to_async(&runtime).iter(|| f.rs.state_delta(&early, &latest))
+    });
     group.finish();
 }
 

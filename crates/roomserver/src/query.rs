@@ -1,6 +1,8 @@
 //! [`RoomserverQuery`]: answers from the room server's tables, converted to
 //! string IDs and client-format events before they leave the crate.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use neurite_storage::StorageError;
 use ruma::canonical_json::{CanonicalJsonObject, redact};
@@ -12,6 +14,7 @@ use crate::api::{EventJson, RoomserverError, RoomserverQuery};
 use crate::event::Pdu;
 use crate::process::{load_pdu, load_pdu_by_id, load_state, named_state};
 use crate::service::Roomserver;
+use crate::state;
 use crate::storage::{EventRow, RoomTables};
 
 fn fault(e: impl std::fmt::Display) -> RoomserverError {
@@ -54,6 +57,43 @@ impl Roomserver {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StorageError> + Send + 'static,
     {
         self.inner.pool.read(f).await.map_err(fault)
+    }
+
+    /// The state changes from the state before `from` to the state before `to`.
+    ///
+    /// Each changed (type, state key) maps to its event at `to` (`None`: the
+    /// key left the state). `None` if an event is unknown or the two are in
+    /// different rooms. Both states are loaded whole, then each changed key
+    /// is named and its event ID looked up.
+    ///
+    /// # Errors
+    /// Storage faults only.
+    pub async fn state_delta(
+        &self,
+        from: &EventId,
+        to: &EventId,
+    ) -> Result<Option<BTreeMap<(String, String), Option<OwnedEventId>>>, RoomserverError> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.read(move |t| {
+            let (Some(from), Some(to)) = (t.event_by_id(&from)?, t.event_by_id(&to)?) else { return Ok(None) };
+            if from.room_nid != to.room_nid {
+                return Ok(None);
+            }
+            let changes = state::delta(&load_state(t, from.snapshot)?, &load_state(t, to.snapshot)?);
+            let mut out = BTreeMap::new();
+            for ((type_nid, key_nid), nid) in changes {
+                let event_id = match nid {
+                    0 => None,
+                    nid => {
+                        let row = t.event_by_nid(nid)?.ok_or_else(|| corrupt("missing state event"))?;
+                        Some(EventId::parse(row.event_id).map_err(corrupt)?)
+                    }
+                };
+                out.insert((t.event_type(type_nid)?, t.state_key(key_nid)?), event_id);
+            }
+            Ok(Some(out))
+        })
+        .await
     }
 }
 

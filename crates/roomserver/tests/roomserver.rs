@@ -262,6 +262,47 @@ async fn stored_state_grows_with_changes_not_with_room_size() {
     assert_eq!(now.iter().filter(|e| e["type"] == "org.example.counter").count(), CHANGES);
 }
 
+#[tokio::test]
+async fn state_delta_names_the_keys_that_changed_between_two_events() {
+    let h = start().await;
+    let room = room(&h).await;
+    let send = |event: ProtoEvent| {
+        let build = BuildEvents { target: Target::Room { room_id: room.clone() }, events: vec![event], txn: None };
+        let rs = h.rs.clone();
+        async move { accepted(rs.submit(Input::Build(build)).await.unwrap()).1.remove(0) }
+    };
+    let first_name = send(state("alice", "m.room.name", "", json!({"name": "a"}))).await;
+    let topic = send(state("alice", "m.room.topic", "", json!({"topic": "t"}))).await;
+    let second_name = send(state("alice", "m.room.name", "", json!({"name": "b"}))).await;
+    let message = send(ProtoEvent {
+        event_type: "m.room.message".into(),
+        state_key: None,
+        sender: user("bob"),
+        content: json!({"msgtype": "m.text", "body": "hi"}),
+        redacts: None,
+    })
+    .await;
+    let key = |t: &str| (t.to_owned(), String::new());
+
+    // Before the first name: neither key; before the message: the second
+    // name and the topic. The first name came and went in between.
+    let forwards = h.rs.state_delta(&first_name, &message).await.unwrap().unwrap();
+    assert_eq!(
+        forwards,
+        [(key("m.room.name"), Some(second_name.clone())), (key("m.room.topic"), Some(topic.clone()))].into()
+    );
+    // Backwards, both keys leave the state.
+    let backwards = h.rs.state_delta(&message, &first_name).await.unwrap().unwrap();
+    assert_eq!(backwards, [(key("m.room.name"), None), (key("m.room.topic"), None)].into());
+    // The state before the second name has the first one.
+    let one_step = h.rs.state_delta(&topic, &second_name).await.unwrap().unwrap();
+    assert_eq!(one_step, [(key("m.room.topic"), Some(topic.clone()))].into());
+    assert!(h.rs.state_delta(&message, &message).await.unwrap().unwrap().is_empty());
+
+    let unknown: OwnedEventId = "$unknown".try_into().unwrap();
+    assert!(h.rs.state_delta(&unknown, &message).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_inputs_of_one_room_form_one_chain_and_a_rejected_one_spoils_nothing() {
     let h = start().await;
