@@ -467,8 +467,13 @@ fn check_redaction<T: RoomTables>(
     Ok(None)
 }
 
+/// Most milliseconds a v12 room's create event is moved forward to find a
+/// room ID that is not taken yet.
+const ROOM_ID_RETRIES_MAX: u64 = 1_000;
+
 /// Processes a [`BuildEvents`] input. Nothing is stored unless every event is accepted.
 pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &BuildEvents, now: u64) -> Res<Processed> {
+    let (requested_now, mut now) = (now, now);
     let no_outputs = |verdict| Ok(Processed { verdict, outputs: Vec::new() });
     if let Some(txn) = &build.txn
         && let Some(event_id) = t.txn_event(txn)?
@@ -535,9 +540,22 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
         }
         let is_v12_create = index == 0 && ctx.is_none() && rules.room_id_format == RoomIdFormatVersion::V2;
         let pdu_room = if is_v12_create { None } else { room_id.as_deref() };
-        let pdu = match build_pdu(&view, signer, &rules, pdu_room, proto, Position { prev: &prev, depth, now })? {
-            Ok(pdu) => pdu,
-            Err(verdict) => return no_outputs(verdict),
+        let pdu = loop {
+            let pdu = match build_pdu(&view, signer, &rules, pdu_room, proto, Position { prev: &prev, depth, now })? {
+                Ok(pdu) => pdu,
+                Err(verdict) => return no_outputs(verdict),
+            };
+            // A v12 room's ID is its create event's reference hash, so one
+            // sender creating identical rooms within a millisecond would get
+            // one ID twice: a later timestamp gives a fresh one.
+            if is_v12_create && t.room(pdu.room_id_or_own().as_str())?.is_some() {
+                if now >= requested_now + ROOM_ID_RETRIES_MAX {
+                    return no_outputs(invalid(InvalidCode::BadEvent, "the room already exists"));
+                }
+                now += 1;
+                continue;
+            }
+            break pdu;
         };
         if is_v12_create {
             room_id = Some(pdu.room_id_or_own());
@@ -837,4 +855,43 @@ pub(crate) fn named_state<T: RoomTables>(t: &T, state: &StateMap) -> Res<BTreeMa
         out.insert((t.event_type(*type_nid)?, t.state_key(*key_nid)?), *nid);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_v12_rooms_created_in_one_millisecond_get_distinct_ids() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        for (_, sql) in crate::storage::sqlite::MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let tx = conn.transaction().unwrap();
+        let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "test".into()).unwrap();
+        let signer = Signer { server_name: "test.local".try_into().unwrap(), key };
+        let create = ProtoEvent {
+            event_type: "m.room.create".into(),
+            state_key: Some(String::new()),
+            sender: UserId::parse("@alice:test.local").unwrap(),
+            content: serde_json::json!({"room_version": "12"}),
+            redacts: None,
+        };
+        let build = BuildEvents {
+            target: Target::NewRoom { room_version: RoomVersionId::V12, room_id: None },
+            events: vec![create],
+            txn: None,
+        };
+        let now = 1_700_000_000_000;
+        let room = |processed: Processed| match processed.verdict {
+            Verdict::Accepted { room_id, .. } => room_id,
+            other => panic!("expected acceptance, got {other:?}"),
+        };
+        let first = room(process_build(&tx, &signer, &build, now).unwrap());
+        let second = room(process_build(&tx, &signer, &build, now).unwrap());
+        let third = room(process_build(&tx, &signer, &build, now).unwrap());
+        assert_ne!(first, second);
+        assert_ne!(second, third);
+        assert_ne!(first, third);
+    }
 }
