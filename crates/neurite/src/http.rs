@@ -53,8 +53,13 @@ async fn serve_metrics(State(metrics): State<Metrics>) -> Response {
     response
 }
 
-/// The CORS headers the spec recommends on every response. `OPTIONS` is
-/// answered here without running any endpoint logic, as the spec requires.
+/// The `Server` header of every response: name and version, as Synapse
+/// sends it (benchmark tools label results by it).
+const SERVER_HEADER: &str = concat!("Neurite/", env!("CARGO_PKG_VERSION"));
+
+/// The CORS headers the spec recommends on every response, and `Server`.
+/// `OPTIONS` is answered here without running any endpoint logic, as the
+/// spec requires.
 async fn cors(request: Request, next: Next) -> Response {
     let mut response =
         if request.method() == Method::OPTIONS { Response::new(Body::from("{}")) } else { next.run(request).await };
@@ -65,6 +70,7 @@ async fn cors(request: Request, next: Next) -> Response {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
+    headers.insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
     response
 }
 

@@ -583,7 +583,7 @@ async fn sigkill_while_syncing_serves_every_message_once_in_order() {
 }
 
 #[tokio::test]
-async fn a_graceful_stop_leaves_no_processed_log_records_and_no_free_pages() {
+async fn a_graceful_stop_leaves_one_compact_database_file() {
     let dir = tempfile::tempdir().unwrap();
     let (_config, base, mut server) = start_server(dir.path()).await;
     let (tokens, room) = users_in_a_room(&base, "tidy", 1).await;
@@ -607,5 +607,7 @@ async fn a_graceful_stop_leaves_no_processed_log_records_and_no_free_pages() {
     let events: i64 = db.query_row("SELECT COUNT(*) FROM roomserver_events", [], |r| r.get(0)).unwrap();
     assert_eq!(records, 0, "processed log records were kept");
     assert_eq!(free, 0, "free pages were kept");
+    let wal = dir.path().join("data").join("neurite.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0, "the write-ahead log was not folded in");
     assert!(events > 200, "{events} events stored");
 }

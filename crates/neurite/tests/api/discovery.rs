@@ -52,6 +52,7 @@ async fn every_response_carries_cors_headers_and_options_runs_no_logic() {
         assert_eq!(answer.headers["access-control-allow-origin"], "*");
         assert_eq!(answer.headers["access-control-allow-methods"], "GET, POST, PUT, DELETE, OPTIONS");
         assert_eq!(answer.headers["access-control-allow-headers"], "X-Requested-With, Content-Type, Authorization");
+        assert!(answer.headers["server"].to_str().unwrap().starts_with("Neurite/"));
     }
     // A preflight on an endpoint that needs a token succeeds without one.
     let preflight = server
