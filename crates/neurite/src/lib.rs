@@ -77,6 +77,10 @@ pub struct Server {
 /// file system, in seconds.
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 10;
 
+/// How long a graceful stop waits for deferred writes (acknowledgements and
+/// outbox clean-ups, gathered for at most 50 ms) before its last maintenance.
+pub const DEFERRED_WRITES_SETTLE_MS: u64 = 200;
+
 /// Most free database pages (4 KiB each) one write of a maintenance pass
 /// gives back, so it never holds the writer long; a pass takes as many
 /// writes as it needs, letting other writes in between.
@@ -187,6 +191,9 @@ pub async fn serve(
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
     // A tidy database on a graceful stop: one file, no processed log records.
+    // Acknowledgements and clean-ups are gathered for a few tens of
+    // milliseconds before they are written: let the last ones land first.
+    tokio::time::sleep(std::time::Duration::from_millis(DEFERRED_WRITES_SETTLE_MS)).await;
     maintain(limiter.as_ref(), &log, &pool).await;
     if let Err(e) = pool.checkpoint().await {
         tracing::warn!(error = %e, "checkpointing the database on stop failed");

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod coalesce;
 pub mod sqlite;
 
 /// A storage failure that is not a domain outcome (those are `Ok` values of

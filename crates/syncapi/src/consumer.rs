@@ -7,11 +7,15 @@ use std::sync::Arc;
 use neurite_log::{Record, Subscription};
 use neurite_roomserver::OutputRoomEvent;
 use neurite_storage::StorageError;
+use neurite_storage::coalesce::Coalescer;
 use neurite_storage::sqlite::SqlitePool;
 use rusqlite::Transaction;
 
 use crate::notifier::Notifier;
 use crate::storage;
+
+/// How long acknowledgements are gathered before they are stored together.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Records taken from the output log, and applied in one transaction, at once.
 const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
@@ -80,6 +84,15 @@ pub(crate) async fn run(
     applied: tokio::sync::watch::Sender<u64>,
 ) {
     let acker = subscription.acker();
+    let acks = Coalescer::start(ACK_DELAY, move |rounds: Vec<Vec<u64>>| {
+        let acker = acker.clone();
+        async move {
+            let offsets: Vec<u64> = rounds.into_iter().flatten().collect();
+            if let Err(e) = acker.ack_all(&offsets).await {
+                tracing::error!(error = %e, "acknowledging output records failed");
+            }
+        }
+    });
     loop {
         let records = match subscription.next(OUTPUT_BATCH_RECORDS_MAX).await {
             Ok(records) => records,
@@ -99,13 +112,9 @@ pub(crate) async fn run(
             applied.send_replace(last);
             notifier.wake(users.iter().map(String::as_str));
             // The applied offset is committed with the rows; the log's own
-            // position only lets it prune, so it need not hold up the next batch.
-            let acker = acker.clone();
-            tokio::spawn(async move {
-                if let Err(e) = acker.ack_all(&done).await {
-                    tracing::error!(error = %e, "acknowledging output records failed");
-                }
-            });
+            // position only lets it prune, so acknowledgements are gathered
+            // and stored together rather than one commit per batch.
+            acks.push(done);
         }
         if let Some(e) = failure {
             // Not acknowledged, and not applied: retried after a restart.
