@@ -3,16 +3,18 @@
 use std::collections::BTreeMap;
 
 use neurite_storage::{Migration, StorageError};
+use ruma::{EventId, RoomId};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{EventRow, Res, RoomRow, RoomTables};
-use crate::api::TxnKey;
+use crate::api::{TxnKey, Verdict};
 use crate::state::{BlockRef, StateKeyTuple};
 
 /// The room server's migrations.
 pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0001_create_roomserver", include_str!("../../migrations/sqlite/0001_create_roomserver.sql")),
     ("0002_create_directory", include_str!("../../migrations/sqlite/0002_create_directory.sql")),
+    ("0003_compact_transactions_inputs", include_str!("../../migrations/sqlite/0003_compact_transactions_inputs.sql")),
 ];
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
@@ -32,6 +34,51 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         json: r.get(8)?,
         redacted_by: r.get(9)?,
     })
+}
+
+/// An accepted verdict as its room's NID and its events' NIDs (a JSON
+/// array), when the room and every event are stored and `verdict` is exactly
+/// how [`Verdict`] serializes, so [`accepted_verdict`] gives back the same
+/// text: room and event IDs map one-to-one to their NIDs (`UNIQUE` columns,
+/// rows never deleted). `None`: store the JSON as it is.
+fn accepted_nids(t: &Transaction<'_>, verdict: &str) -> Res<Option<(i64, String)>> {
+    let Ok(parsed) = serde_json::from_str::<Verdict>(verdict) else { return Ok(None) };
+    if serde_json::to_string(&parsed).ok().as_deref() != Some(verdict) {
+        return Ok(None);
+    }
+    let Verdict::Accepted { room_id, event_ids } = parsed else { return Ok(None) };
+    let Some(room_nid) = t
+        .prepare_cached("SELECT room_nid FROM roomserver_rooms WHERE room_id = ?1")?
+        .query_row([room_id.as_str()], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = t.prepare_cached("SELECT event_nid FROM roomserver_events WHERE event_id = ?1")?;
+    let mut nids = Vec::with_capacity(event_ids.len());
+    for event_id in &event_ids {
+        let Some(nid) = stmt.query_row([event_id.as_str()], |r| r.get::<_, i64>(0)).optional()? else {
+            return Ok(None);
+        };
+        nids.push(nid);
+    }
+    Ok(Some((room_nid, serde_json::to_string(&nids).map_err(corrupt)?)))
+}
+
+/// The JSON of an accepted verdict stored by [`accepted_nids`].
+fn accepted_verdict(t: &Transaction<'_>, room_nid: i64, event_nids: &str) -> Res<String> {
+    let room_id: String = t
+        .prepare_cached("SELECT room_id FROM roomserver_rooms WHERE room_nid = ?1")?
+        .query_row([room_nid], |r| r.get(0))?;
+    let nids: Vec<i64> = serde_json::from_str(event_nids).map_err(corrupt)?;
+    let mut stmt = t.prepare_cached("SELECT event_id FROM roomserver_events WHERE event_nid = ?1")?;
+    let mut event_ids = Vec::with_capacity(nids.len());
+    for nid in nids {
+        let event_id: String = stmt.query_row([nid], |r| r.get(0))?;
+        event_ids.push(EventId::parse(event_id).map_err(corrupt)?);
+    }
+    let verdict = Verdict::Accepted { room_id: RoomId::parse(room_id).map_err(corrupt)?, event_ids };
+    serde_json::to_string(&verdict).map_err(corrupt)
 }
 
 const EVENT_COLUMNS: &str = "event_nid, room_nid, event_id, event_type_nid, state_key_nid, depth, \
@@ -219,8 +266,8 @@ impl RoomTables for Transaction<'_> {
     fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>> {
         Ok(self
             .prepare_cached(
-                "SELECT event_id FROM roomserver_transactions
-                 WHERE user_id = ?1 AND device_id = ?2 AND scope = ?3 AND txn_id = ?4",
+                "SELECT e.event_id FROM roomserver_transactions t JOIN roomserver_events e ON e.event_nid = t.event_nid
+                 WHERE t.user_id = ?1 AND t.device_id = ?2 AND t.scope = ?3 AND t.txn_id = ?4",
             )?
             .query_row([txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()], |r| {
                 r.get(0)
@@ -229,30 +276,195 @@ impl RoomTables for Transaction<'_> {
     }
 
     fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()> {
-        self.execute(
-            "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            [txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str(), event_id],
-        )?;
+        let inserted = self
+            .prepare_cached(
+                "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_nid)
+                 SELECT ?1, ?2, ?3, ?4, event_nid FROM roomserver_events WHERE event_id = ?5",
+            )?
+            .execute([
+                txn.user_id.as_str(),
+                txn.device_id.as_str(),
+                txn.scope.as_str(),
+                txn.txn_id.as_str(),
+                event_id,
+            ])?;
+        if inserted != 1 {
+            return Err(StorageError::Corrupt(format!("txn event {event_id} is not stored")));
+        }
         Ok(())
     }
 
     fn input_verdict(&self, request_id: &str) -> Res<Option<String>> {
-        Ok(self
-            .prepare_cached("SELECT verdict FROM roomserver_inputs WHERE request_id = ?1")?
-            .query_row([request_id], |r| r.get(0))
-            .optional()?)
+        let row: Option<(Option<String>, Option<i64>, Option<String>)> = self
+            .prepare_cached("SELECT verdict, room_nid, event_nids FROM roomserver_inputs WHERE request_id = ?1")?
+            .query_row([request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((Some(verdict), _, _)) => Ok(Some(verdict)),
+            Some((None, Some(room_nid), Some(event_nids))) => Ok(Some(accepted_verdict(self, room_nid, &event_nids)?)),
+            Some(_) => Err(corrupt(format!("input {request_id} has no verdict"))),
+        }
     }
 
     fn insert_input_verdict(&self, request_id: &str, verdict: &str, now: u64) -> Res<()> {
-        self.execute(
-            "INSERT INTO roomserver_inputs (request_id, verdict, created_ts) VALUES (?1, ?2, ?3)",
-            params![request_id, verdict, now as i64],
+        let mut stmt = self.prepare_cached(
+            "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        match accepted_nids(self, verdict)? {
+            Some((room_nid, event_nids)) => {
+                stmt.execute(params![request_id, None::<&str>, room_nid, event_nids, now as i64])
+            }
+            None => stmt.execute(params![request_id, verdict, None::<i64>, None::<&str>, now as i64]),
+        }?;
         Ok(())
     }
 
     fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64> {
         self.execute("INSERT INTO roomserver_outbox (room_id, payload) VALUES (?1, ?2)", params![room_id, payload])?;
         Ok(self.last_insert_rowid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use neurite_storage::sqlite::SqlitePool;
+    use ruma::{OwnedEventId, OwnedRoomId};
+
+    use super::*;
+    use crate::api::InvalidCode;
+
+    const ROOM: &str = "!room:test.local";
+
+    fn event(room_nid: i64, event_id: &str) -> EventRow {
+        EventRow {
+            nid: 0,
+            room_nid,
+            event_id: event_id.into(),
+            type_nid: 14,
+            state_key_nid: 0,
+            depth: 1,
+            snapshot: 0,
+            rejected: false,
+            json: "{}".into(),
+            redacted_by: None,
+        }
+    }
+
+    fn txn(txn_id: &str) -> TxnKey {
+        TxnKey {
+            user_id: "@alice:test.local".try_into().unwrap(),
+            device_id: "DEVICE".into(),
+            txn_id: txn_id.into(),
+            scope: format!("send:{ROOM}:m.room.message"),
+        }
+    }
+
+    fn accepted(room_id: &str, event_ids: &[&str]) -> String {
+        let room_id = OwnedRoomId::try_from(room_id).unwrap();
+        let event_ids = event_ids.iter().map(|id| OwnedEventId::try_from(*id).unwrap()).collect();
+        serde_json::to_string(&Verdict::Accepted { room_id, event_ids }).unwrap()
+    }
+
+    /// Whether `request_id`'s verdict is stored as NIDs rather than JSON.
+    fn stored_as_nids(tx: &Transaction<'_>, request_id: &str) -> bool {
+        tx.query_row("SELECT verdict IS NULL FROM roomserver_inputs WHERE request_id = ?1", [request_id], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn upgrading_to_0003_keeps_transactions_and_verdicts_and_stores_them_smaller() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        let rejected = serde_json::to_string(&Verdict::Rejected { reason: "no".into() }).unwrap();
+        let invalid =
+            serde_json::to_string(&Verdict::Invalid { reason: "gone".into(), code: InvalidCode::NotFound }).unwrap();
+
+        // Rows written before 0003, in the 0001 shape.
+        pool.migrate("roomserver", &MIGRATIONS[..2]).await.unwrap();
+        let old = (rejected.clone(), accepted(ROOM, &["$create", "$join"]));
+        pool.write(move |tx| {
+            let room = tx.insert_room(ROOM, "11")?;
+            for id in ["$create", "$join", "$message", "$later"] {
+                tx.insert_event(&event(room, id))?;
+            }
+            tx.execute(
+                "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_id)
+                 VALUES ('@alice:test.local', 'DEVICE', ?1, 'old', '$message')",
+                [format!("send:{ROOM}:m.room.message")],
+            )?;
+            tx.execute(
+                "INSERT INTO roomserver_inputs (request_id, verdict, created_ts)
+                 VALUES ('old-accepted', ?1, 1), ('old-rejected', ?2, 2)",
+                [&old.1, &old.0],
+            )?;
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .unwrap();
+
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let (old_txn, old_accepted, old_rejected) = pool
+            .write(|tx| {
+                Ok::<_, StorageError>((
+                    tx.txn_event(&txn("old"))?,
+                    tx.input_verdict("old-accepted")?,
+                    tx.input_verdict("old-rejected")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(old_txn.as_deref(), Some("$message"));
+        assert_eq!(old_accepted, Some(accepted(ROOM, &["$create", "$join"])));
+        assert_eq!(old_rejected, Some(rejected.clone()));
+
+        // Rows written after: the same text comes back; accepted verdicts whose
+        // room and events are stored take the NID form, anything else stays JSON.
+        let verdicts = [
+            ("accepted", accepted(ROOM, &["$later", "$create"]), true),
+            ("accepted-nothing", accepted(ROOM, &[]), true),
+            ("accepted-unknown-event", accepted(ROOM, &["$later", "$unknown"]), false),
+            ("accepted-unknown-room", accepted("!elsewhere:test.local", &["$later"]), false),
+            ("rejected", rejected, false),
+            ("invalid", invalid, false),
+            ("not-canonical", format!(" {}", accepted(ROOM, &["$later"])), false),
+        ];
+        let written = verdicts.clone();
+        let (read, new_txn, missing_txn) = pool
+            .write(move |tx| {
+                let mut read = Vec::new();
+                for (request_id, verdict, _) in &written {
+                    tx.insert_input_verdict(request_id, verdict, 3)?;
+                    read.push((tx.input_verdict(request_id)?, stored_as_nids(tx, request_id)));
+                }
+                tx.insert_txn(&txn("new"), "$later")?;
+                let missing = tx.insert_txn(&txn("missing"), "$unknown").is_err();
+                Ok::<_, StorageError>((read, tx.txn_event(&txn("new"))?, missing))
+            })
+            .await
+            .unwrap();
+        for ((request_id, expected, expected_as_nids), (verdict, as_nids)) in verdicts.iter().zip(&read) {
+            assert_eq!(verdict.as_ref(), Some(expected), "{request_id}");
+            assert_eq!(as_nids, expected_as_nids, "{request_id}");
+        }
+        assert_eq!(new_txn.as_deref(), Some("$later"));
+        assert!(missing_txn, "a transaction needs its event stored");
+        assert_eq!(pool.write(|tx| tx.txn_event(&txn("missing"))).await.unwrap(), None);
+
+        // Both tables are their primary key's B-tree now: no automatic index.
+        let autoindexes: i64 = pool
+            .write(|tx| {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'sqlite_autoindex_roomserver_transactions%'
+                     OR name LIKE 'sqlite_autoindex_roomserver_inputs%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(StorageError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(autoindexes, 0);
     }
 }
