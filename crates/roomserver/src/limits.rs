@@ -25,3 +25,8 @@ pub const INPUT_ATTEMPTS_MAX: u32 = 4;
 
 /// Most inputs of one room a worker processes in one transaction.
 pub const ROOM_BATCH_INPUTS_MAX: usize = 64;
+
+/// Seconds a room's worker may sit with nothing to do before it is retired
+/// (its task ends; the room's next input starts a new one), so idle rooms
+/// hold no task. Checked every half of it.
+pub const ROOM_WORKER_IDLE_SECS: u64 = 60;

@@ -1,7 +1,10 @@
 //! The running room server: the input consumer with one ordered worker per
-//! room, the verdict waiters, and the outbox that feeds `output.room_event`.
+//! room (retired when idle), the verdict waiters, and the outbox that feeds
+//! `output.room_event`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +14,13 @@ use neurite_storage::sqlite::SqlitePool;
 use neurite_storage::{StorageError, now_ms};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
 use crate::limits::{
     INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_BATCH_INPUTS_MAX, ROOM_QUEUE_LEN_MAX,
-    VERDICT_WAIT_MS_MAX,
+    ROOM_WORKER_IDLE_SECS, VERDICT_WAIT_MS_MAX,
 };
 use crate::process::{self, Processed, Signer};
 use crate::storage::RoomTables;
@@ -67,11 +72,120 @@ pub(crate) struct Inner {
     log: Arc<dyn Log>,
     signer: Signer,
     waiters: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
+    /// Room worker tasks spawned and not ended yet (see [`WorkerSlot`]).
+    workers_alive: AtomicUsize,
+}
+
+/// Counts one room worker task in [`Inner::workers_alive`] from its spawn
+/// until its future is dropped: when it ends, panics, or is never polled.
+struct WorkerSlot(Arc<Inner>);
+
+impl WorkerSlot {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.workers_alive.fetch_add(1, Ordering::SeqCst);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        self.0.workers_alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One input key's live worker: the sending side of its queue (the only
+/// one), its task, and when it was last handed a record.
+struct Worker {
+    queue: mpsc::Sender<Record>,
+    task: JoinHandle<()>,
+    last_used: Instant,
+}
+
+/// The dispatcher's room workers, owned by [`Roomserver::consume`] alone.
+///
+/// Invariant: one key's records are processed in log order by one worker at
+/// a time. A key has at most one live worker, which gets every record of the
+/// key the dispatcher reads while it lives, in read order. Retiring a worker
+/// drops its queue's sender: it finishes what it holds (a batch in flight,
+/// anything still queued), then `recv_many` returns 0 and its task ends. Its
+/// handle waits in `retiring` until the key's next record; the worker spawned
+/// for that record takes the handle and awaits it before taking anything from
+/// its own queue. So workers of one key form a chain, each starting after the
+/// one before it ended, whatever the timing. (The new worker waits, not the
+/// dispatcher, so other rooms are not held up by the old worker's batch.)
+/// The idle test below decides only when to retire, never whether order holds.
+struct Workers {
+    live: HashMap<String, Worker>,
+    /// Retired workers' tasks by key, until the key's next worker takes them
+    /// or a sweep finds them ended.
+    retiring: HashMap<String, JoinHandle<()>>,
+    /// How long a worker with an empty queue goes unused before it is retired.
+    idle: Duration,
+}
+
+impl Workers {
+    fn new(idle: Duration) -> Self {
+        Self { live: HashMap::new(), retiring: HashMap::new(), idle }
+    }
+
+    /// Hands `record` to its key's worker, spawning one (after its retired
+    /// predecessor, if any) when the key has none. Fails when the worker
+    /// stopped taking records (it panicked).
+    async fn dispatch(&mut self, server: &Roomserver, acker: &neurite_log::Acker, record: Record) -> Result<(), ()> {
+        let key = record.key.clone();
+        let worker = match self.live.entry(key.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let predecessor = self.retiring.remove(entry.key());
+                let (tx, rx) = mpsc::channel(ROOM_QUEUE_LEN_MAX);
+                let slot = WorkerSlot::new(&server.inner);
+                let task = tokio::spawn(server.clone().work(rx, acker.clone(), predecessor, slot));
+                entry.insert(Worker { queue: tx, task, last_used: Instant::now() })
+            }
+        };
+        worker.queue.send(record).await.map_err(drop)?;
+        worker.last_used = Instant::now();
+        // A v12 room creation's key is used by one input only: its worker can
+        // go as soon as it holds that input (were the key to come again, the
+        // chain above would still keep order).
+        if key.starts_with(NEW_ROOM_KEY_PREFIX) {
+            self.retire(&key);
+        }
+        Ok(())
+    }
+
+    /// Forgets retired workers that ended, and retires live ones whose queue
+    /// is empty and that were not handed a record for `idle`.
+    fn sweep(&mut self) {
+        self.retiring.retain(|_, task| !task.is_finished());
+        let idle: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, w)| w.queue.capacity() == w.queue.max_capacity() && w.last_used.elapsed() >= self.idle)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in idle {
+            self.retire(&key);
+        }
+    }
+
+    /// Drops `key`'s live worker's queue sender and keeps its task in `retiring`.
+    fn retire(&mut self, key: &str) {
+        if let Some(worker) = self.live.remove(key) {
+            // A key in `retiring` has no live worker (spawning one takes the
+            // handle), so nothing is overwritten here.
+            let previous = self.retiring.insert(key.to_owned(), worker.task);
+            debug_assert!(previous.is_none(), "a key had a live and a retiring worker");
+        }
+    }
 }
 
 fn fault(e: impl std::fmt::Display) -> RoomserverError {
     RoomserverError::Fault(e.to_string())
 }
+
+/// Prefix of the log key of a v12 room creation (the room ID is not known yet).
+const NEW_ROOM_KEY_PREFIX: &str = "new:";
 
 /// The log key of an input: its room, so one room's inputs stay in order.
 fn input_key(input: &InputRoomEvent) -> String {
@@ -81,7 +195,7 @@ fn input_key(input: &InputRoomEvent) -> String {
             Target::NewRoom { room_id: Some(room_id), .. } => room_id.to_string(),
             // A v12 room's ID is known only once its create event is built;
             // nothing else can be sent to it before, so it needs no order.
-            Target::NewRoom { room_id: None, .. } => format!("new:{}", input.request_id),
+            Target::NewRoom { room_id: None, .. } => format!("{NEW_ROOM_KEY_PREFIX}{}", input.request_id),
         },
         Input::Pdu(pdu) => pdu.pdu.get("room_id").and_then(|r| r.as_str()).unwrap_or("pdu").to_owned(),
     }
@@ -94,8 +208,24 @@ impl Roomserver {
     /// # Errors
     /// A migration or the log subscription fails.
     pub async fn start(pool: SqlitePool, log: Arc<dyn Log>, signer: Signer) -> Result<Self, RoomserverError> {
+        Self::start_with(pool, log, signer, Duration::from_secs(ROOM_WORKER_IDLE_SECS)).await
+    }
+
+    /// [`Self::start`], retiring a room's worker after `worker_idle` without
+    /// inputs instead of [`ROOM_WORKER_IDLE_SECS`] (tests use a short one).
+    ///
+    /// # Errors
+    /// A migration or the log subscription fails.
+    pub async fn start_with(
+        pool: SqlitePool,
+        log: Arc<dyn Log>,
+        signer: Signer,
+        worker_idle: Duration,
+    ) -> Result<Self, RoomserverError> {
         pool.migrate("roomserver", MIGRATIONS).await.map_err(fault)?;
-        let server = Self { inner: Arc::new(Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()) }) };
+        let inner =
+            Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()), workers_alive: AtomicUsize::new(0) };
+        let server = Self { inner: Arc::new(inner) };
         // Invariant: subscribed before any writer can publish, so the input
         // topic's backlog bound applies from the first record.
         let subscription =
@@ -103,16 +233,38 @@ impl Roomserver {
         // Invariant: outputs a crash left in the outbox are published before
         // any new input is processed, so each room's outputs stay in order.
         server.flush_outbox().await;
-        tokio::spawn(server.clone().consume(subscription));
+        tokio::spawn(server.clone().consume(subscription, worker_idle));
         Ok(server)
     }
 
-    /// Reads the input log and hands each record to its room's worker.
-    async fn consume(self, mut subscription: Box<dyn neurite_log::Subscription>) {
+    /// Room worker tasks alive now: one per room with recent inputs, plus
+    /// retired ones finishing their last batch. For tests and metrics.
+    pub fn worker_count(&self) -> usize {
+        self.inner.workers_alive.load(Ordering::SeqCst)
+    }
+
+    /// Reads the input log and hands each record to its room's worker;
+    /// between reads, retires workers idle for `worker_idle` (see [`Workers`]).
+    async fn consume(self, mut subscription: Box<dyn neurite_log::Subscription>, worker_idle: Duration) {
         let acker = subscription.acker();
-        let mut workers: HashMap<String, mpsc::Sender<Record>> = HashMap::new();
+        // Invariant: one worker per key processes that key's records in log
+        // order; different rooms proceed in parallel.
+        let mut workers = Workers::new(worker_idle);
+        let mut sweeps = tokio::time::interval((worker_idle / 2).max(Duration::from_millis(1)));
+        sweeps.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let records = match subscription.next(INPUT_BATCH_RECORDS_MAX).await {
+            // Both branches are cancel-safe, so the one not taken loses
+            // nothing: `Subscription::next` gives out no record when
+            // cancelled, `Interval::tick` consumes no tick. Records are
+            // dispatched below, outside the select, never cancelled midway.
+            let next = tokio::select! {
+                next = subscription.next(INPUT_BATCH_RECORDS_MAX) => next,
+                _ = sweeps.tick() => {
+                    workers.sweep();
+                    continue;
+                }
+            };
+            let records = match next {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::error!(error = %e, "input log failed; the room server stops consuming");
@@ -120,14 +272,7 @@ impl Roomserver {
                 }
             };
             for record in records {
-                let worker = workers.entry(record.key.clone()).or_insert_with(|| {
-                    // Invariant: one worker per key processes that key's records in
-                    // log order; different rooms proceed in parallel.
-                    let (tx, rx) = mpsc::channel(ROOM_QUEUE_LEN_MAX);
-                    tokio::spawn(self.clone().work(rx, acker.clone()));
-                    tx
-                });
-                if worker.send(record).await.is_err() {
+                if workers.dispatch(&self, &acker, record).await.is_err() {
                     tracing::error!("a room worker stopped; the room server stops consuming");
                     return;
                 }
@@ -136,8 +281,24 @@ impl Roomserver {
     }
 
     /// Processes one room's inputs in order, every input queued so far in
-    /// one transaction.
-    async fn work(self, mut rx: mpsc::Receiver<Record>, acker: neurite_log::Acker) {
+    /// one transaction, once the key's previous worker (`predecessor`) ended;
+    /// ends when its queue is closed and empty.
+    async fn work(
+        self,
+        mut rx: mpsc::Receiver<Record>,
+        acker: neurite_log::Acker,
+        predecessor: Option<JoinHandle<()>>,
+        _slot: WorkerSlot,
+    ) {
+        if let Some(predecessor) = predecessor {
+            // Invariant: nothing of this key is processed while an earlier
+            // worker of it may still be. A predecessor that panicked lost its
+            // batch in flight (unacknowledged: redelivered at the next start),
+            // like an input given up; the room goes on.
+            if let Err(e) = predecessor.await {
+                tracing::error!(error = %e, "a retired room worker failed");
+            }
+        }
         let mut records = Vec::new();
         while rx.recv_many(&mut records, ROOM_BATCH_INPUTS_MAX).await > 0 {
             self.work_batch(std::mem::take(&mut records), &acker).await;

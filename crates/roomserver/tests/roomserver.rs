@@ -376,3 +376,233 @@ async fn concurrent_inputs_of_one_room_form_one_chain_and_a_rejected_one_spoils_
     assert_eq!(seen.len(), accepted_ids.len(), "every accepted message is on the chain once");
     assert!(seen.windows(2).all(|w| w[0].1 == w[1].1 + 1), "depths are consecutive");
 }
+
+/// [`start`] with room workers retired after `idle` without inputs.
+async fn start_with_worker_idle(idle: std::time::Duration) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let key_der = Ed25519KeyPair::generate();
+    let signer = |der: &[u8]| Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    };
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
+    Harness { _dir: dir, pool, rs, signer: signer(&key_der) }
+}
+
+/// Sends `count` messages to each of `rooms`, all at once; returns each
+/// room's accepted event IDs.
+async fn send_messages_concurrently(h: &Harness, rooms: &[OwnedRoomId], count: usize, wave: usize) -> Vec<Vec<String>> {
+    let mut tasks = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        for i in 0..count {
+            let (rs, room) = (h.rs.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                let event = ProtoEvent {
+                    event_type: "m.room.message".into(),
+                    state_key: None,
+                    sender: user(if i % 2 == 0 { "alice" } else { "bob" }),
+                    content: json!({"msgtype": "m.text", "body": format!("wave {wave} message {i}")}),
+                    redacts: None,
+                };
+                let build = BuildEvents { target: Target::Room { room_id: room }, events: vec![event], txn: None };
+                (r, accepted(rs.submit(Input::Build(build)).await.unwrap()).1.remove(0).to_string())
+            }));
+        }
+    }
+    let mut ids = vec![Vec::new(); rooms.len()];
+    for task in tasks {
+        let (r, id) = task.await.unwrap();
+        ids[r].push(id);
+    }
+    ids
+}
+
+/// Waits until the room server runs no room worker.
+async fn until_no_workers(h: &Harness) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.rs.worker_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{} room workers are still alive", h.rs.worker_count());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_room_workers_retire_and_respawned_ones_keep_each_room_one_chain() {
+    let idle = std::time::Duration::from_millis(200);
+    let h = start_with_worker_idle(idle).await;
+    let mut rooms = Vec::new();
+    let mut creation_ends = Vec::new();
+    for name in ["one", "two", "three"] {
+        let room_id: OwnedRoomId = format!("!{name}:test.local").try_into().unwrap();
+        let build = BuildEvents {
+            target: Target::NewRoom { room_version: RoomVersionId::V11, room_id: Some(room_id.clone()) },
+            events: vec![
+                state("alice", "m.room.create", "", json!({"room_version": "11"})),
+                state("alice", "m.room.member", "@alice:test.local", json!({"membership": "join"})),
+                state("alice", "m.room.power_levels", "", json!({"users": {"@alice:test.local": 100}})),
+                state("alice", "m.room.join_rules", "", json!({"join_rule": "public"})),
+                state("bob", "m.room.member", "@bob:test.local", json!({"membership": "join"})),
+            ],
+            txn: None,
+        };
+        let (room, ids) = accepted(h.rs.submit(Input::Build(build)).await.unwrap());
+        rooms.push(room);
+        creation_ends.push(ids.last().unwrap().to_string());
+    }
+    let mut sent = vec![Vec::new(); rooms.len()];
+
+    // One worker per room written to. Seen only when a round ends within the
+    // idle time (no worker can have been retired since it started), so a
+    // round is repeated on a slow machine.
+    let mut seen_three = false;
+    for round in 0..20 {
+        let started = tokio::time::Instant::now();
+        let ids = send_messages_concurrently(&h, &rooms, 1, round).await;
+        let count = h.rs.worker_count();
+        let quick = started.elapsed() < idle;
+        for (all, new) in sent.iter_mut().zip(ids) {
+            all.extend(new);
+        }
+        assert!(count <= rooms.len(), "{count} workers for {} rooms", rooms.len());
+        if quick {
+            assert_eq!(count, rooms.len(), "one worker per room");
+            seen_three = true;
+            break;
+        }
+    }
+    assert!(seen_three, "no round of three messages ended within {idle:?}");
+
+    // Idle workers are retired: no task is left.
+    until_no_workers(&h).await;
+
+    // Inputs after retirement start new workers. Waves a little apart, some
+    // arriving while the previous workers are being retired, all in order.
+    for wave in 100..106 {
+        let ids = send_messages_concurrently(&h, &rooms, 12, wave).await;
+        for (all, new) in sent.iter_mut().zip(ids) {
+            all.extend(new);
+        }
+        let pause = if wave % 2 == 0 { idle } else { idle + idle / 2 };
+        tokio::time::sleep(pause).await;
+    }
+    until_no_workers(&h).await;
+
+    // Each room is still one chain: from its single forward extremity back to
+    // the end of its creation, every accepted message once, consecutive depths.
+    for ((room, sent), creation_end) in rooms.iter().zip(&sent).zip(&creation_ends) {
+        let accepted_ids: std::collections::HashSet<String> = sent.iter().cloned().collect();
+        assert_eq!(accepted_ids.len(), sent.len(), "event IDs are distinct");
+        let latest = h.rs.latest_events(room).await.unwrap();
+        assert_eq!(latest.len(), 1, "one forward extremity in {room}");
+        let mut depths = Vec::new();
+        let mut cursor = latest[0].to_string();
+        while accepted_ids.contains(&cursor) {
+            let json: String = h
+                .pool
+                .read({
+                    let id = cursor.clone();
+                    move |tx| {
+                        tx.query_row("SELECT json FROM roomserver_events WHERE event_id = ?1", [&id], |r| r.get(0))
+                            .map_err(neurite_storage::StorageError::from)
+                    }
+                })
+                .await
+                .unwrap();
+            let pdu: Value = serde_json::from_str(&json).unwrap();
+            let prevs = pdu["prev_events"].as_array().unwrap();
+            assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
+            depths.push(pdu["depth"].as_u64().unwrap());
+            cursor = prevs[0].as_str().unwrap().to_owned();
+        }
+        assert_eq!(&cursor, creation_end, "the chain of {room} reaches back to its creation");
+        assert_eq!(depths.len(), sent.len(), "every accepted message of {room} is on its chain once");
+        assert!(depths.windows(2).all(|w| w[0] == w[1] + 1), "depths are consecutive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_arriving_while_its_rooms_retired_worker_still_works_waits_for_it() {
+    use neurite_log::Log;
+
+    let idle = std::time::Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let mut outputs = log.subscribe(neurite_log::OUTPUT_ROOM_EVENT, "order-check").await.unwrap();
+    let key_der = Ed25519KeyPair::generate();
+    let signer = |der: &[u8]| Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    };
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
+    let h = Harness { _dir: dir, pool, rs, signer: signer(&key_der) };
+    let room = room(&h).await;
+    until_no_workers(&h).await;
+
+    // One input long enough (seconds in a debug build) that its worker is
+    // retired, idle for `idle`, while it still works on it.
+    let message = |body: String| ProtoEvent {
+        event_type: "m.room.message".into(),
+        state_key: None,
+        sender: user("alice"),
+        content: json!({"msgtype": "m.text", "body": body}),
+        redacts: None,
+    };
+    let submit = |events: Vec<ProtoEvent>| {
+        let (rs, room) = (h.rs.clone(), room.clone());
+        tokio::spawn(async move {
+            let build = BuildEvents { target: Target::Room { room_id: room }, events, txn: None };
+            accepted(rs.submit(Input::Build(build)).await.unwrap()).1
+        })
+    };
+    let big = submit((0..4_000).map(|i| message(format!("big {i}"))).collect());
+    tokio::time::sleep(idle * 4).await;
+    let big_was_working = !big.is_finished();
+    let small = submit(vec![message("after the big one".into())]);
+    let mut most_workers = 0;
+    while !small.is_finished() {
+        most_workers = most_workers.max(h.rs.worker_count());
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let big = big.await.unwrap();
+    let small = small.await.unwrap().remove(0);
+    if big_was_working {
+        // The retired worker and the one started for the next input were
+        // alive together: the new one waited.
+        assert_eq!(most_workers, 2, "the room's next worker started while the retired one worked");
+    } else {
+        println!("the big input was done before the small one came: nothing overlapped");
+    }
+
+    // The small input was processed after the big one: built on its last
+    // event, and published after all of its outputs.
+    let latest = h.rs.latest_events(&room).await.unwrap();
+    assert_eq!(latest, vec![small.clone()]);
+    let json: String = h
+        .pool
+        .read({
+            let id = small.to_string();
+            move |tx| {
+                tx.query_row("SELECT json FROM roomserver_events WHERE event_id = ?1", [&id], |r| r.get(0))
+                    .map_err(neurite_storage::StorageError::from)
+            }
+        })
+        .await
+        .unwrap();
+    let pdu: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(pdu["prev_events"], json!([big.last().unwrap()]));
+    let (small, big): (String, Vec<String>) = (small.to_string(), big.iter().map(|id| id.to_string()).collect());
+    let mut published = Vec::new();
+    while !(published.contains(&small) && published.contains(big.last().unwrap())) {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), outputs.next(256));
+        for record in next.await.expect("every output is published").unwrap() {
+            let output: Value = serde_json::from_slice(&record.payload).unwrap();
+            published.push(output["event"]["event_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let at = |id: &String| published.iter().position(|p| p == id).unwrap();
+    assert_eq!(at(&small), at(big.last().unwrap()) + 1, "the small input's output comes right after the big one's");
+    assert_eq!(published[at(&big[0])..at(&small)], big[..], "the big input's outputs come in order");
+}
