@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use neurite_log::{Log, PublishRecord, Record};
+use neurite_storage::coalesce::Coalescer;
 use neurite_storage::sqlite::SqlitePool;
 use neurite_storage::{StorageError, now_ms};
 use rand::Rng;
@@ -131,7 +132,7 @@ impl Workers {
     /// Hands `record` to its key's worker, spawning one (after its retired
     /// predecessor, if any) when the key has none. Fails when the worker
     /// stopped taking records (it panicked).
-    async fn dispatch(&mut self, server: &Roomserver, acker: &neurite_log::Acker, record: Record) -> Result<(), ()> {
+    async fn dispatch(&mut self, server: &Roomserver, tidy: &Tidy, record: Record) -> Result<(), ()> {
         let key = record.key.clone();
         let worker = match self.live.entry(key.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -139,7 +140,7 @@ impl Workers {
                 let predecessor = self.retiring.remove(entry.key());
                 let (tx, rx) = mpsc::channel(ROOM_QUEUE_LEN_MAX);
                 let slot = WorkerSlot::new(&server.inner);
-                let task = tokio::spawn(server.clone().work(rx, acker.clone(), predecessor, slot));
+                let task = tokio::spawn(server.clone().work(rx, tidy.clone(), predecessor, slot));
                 entry.insert(Worker { queue: tx, task, last_used: Instant::now() })
             }
         };
@@ -183,6 +184,12 @@ impl Workers {
 fn fault(e: impl std::fmt::Display) -> RoomserverError {
     RoomserverError::Fault(e.to_string())
 }
+
+/// Published outbox rows to delete and input offsets to acknowledge, per batch.
+type Tidy = Coalescer<(Vec<i64>, Vec<u64>)>;
+
+/// How long [`Roomserver::tidy`] gathers clean-ups before writing them.
+const TIDY_DELAY: Duration = Duration::from_millis(50);
 
 /// Prefix of the log key of a v12 room creation (the room ID is not known yet).
 const NEW_ROOM_KEY_PREFIX: &str = "new:";
@@ -247,6 +254,7 @@ impl Roomserver {
     /// between reads, retires workers idle for `worker_idle` (see [`Workers`]).
     async fn consume(self, mut subscription: Box<dyn neurite_log::Subscription>, worker_idle: Duration) {
         let acker = subscription.acker();
+        let tidy = self.tidy(acker);
         // Invariant: one worker per key processes that key's records in log
         // order; different rooms proceed in parallel.
         let mut workers = Workers::new(worker_idle);
@@ -272,7 +280,7 @@ impl Roomserver {
                 }
             };
             for record in records {
-                if workers.dispatch(&self, &acker, record).await.is_err() {
+                if workers.dispatch(&self, &tidy, record).await.is_err() {
                     tracing::error!("a room worker stopped; the room server stops consuming");
                     return;
                 }
@@ -286,7 +294,7 @@ impl Roomserver {
     async fn work(
         self,
         mut rx: mpsc::Receiver<Record>,
-        acker: neurite_log::Acker,
+        tidy: Tidy,
         predecessor: Option<JoinHandle<()>>,
         _slot: WorkerSlot,
     ) {
@@ -301,13 +309,13 @@ impl Roomserver {
         }
         let mut records = Vec::new();
         while rx.recv_many(&mut records, ROOM_BATCH_INPUTS_MAX).await > 0 {
-            self.work_batch(std::mem::take(&mut records), &acker).await;
+            self.work_batch(std::mem::take(&mut records), &tidy).await;
         }
     }
 
     /// Processes a batch of one room's inputs: commit, publish the outputs,
     /// answer the writers, then (off this room's path) clean up and ack.
-    async fn work_batch(&self, records: Vec<Record>, acker: &neurite_log::Acker) {
+    async fn work_batch(&self, records: Vec<Record>, tidy: &Tidy) {
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         let mut inputs = Vec::with_capacity(records.len());
         for record in records {
@@ -333,16 +341,28 @@ impl Roomserver {
         // pin the log; their writers time out with an error. A crash before
         // these commits republishes the outputs (the log de-duplicates them)
         // and redelivers the inputs (their stored verdicts answer again).
-        let (server, acker) = (self.clone(), acker.clone());
-        tokio::spawn(async move {
-            let nids = entries.iter().map(|(nid, _, _)| *nid).collect();
-            if let Err(e) = server.delete_outbox(nids).await {
-                tracing::warn!(error = %e, "deleting published outputs failed; they are published again at start");
+        tidy.push((entries.iter().map(|(nid, _, _)| *nid).collect(), offsets));
+    }
+
+    /// The background clean-up after batches: published outbox rows are
+    /// deleted and inputs acknowledged for many batches in one write each
+    /// (gathered for [`TIDY_DELAY`]), instead of two commits per batch.
+    fn tidy(&self, acker: neurite_log::Acker) -> Tidy {
+        let server = self.clone();
+        Coalescer::start(TIDY_DELAY, move |rounds: Vec<(Vec<i64>, Vec<u64>)>| {
+            let (server, acker) = (server.clone(), acker.clone());
+            async move {
+                let (nids, offsets): (Vec<Vec<i64>>, Vec<Vec<u64>>) = rounds.into_iter().unzip();
+                let nids = nids.into_iter().flatten().collect();
+                if let Err(e) = server.delete_outbox(nids).await {
+                    tracing::warn!(error = %e, "deleting published outputs failed; they are published again at start");
+                }
+                let offsets: Vec<u64> = offsets.into_iter().flatten().collect();
+                if let Err(e) = acker.ack_all(&offsets).await {
+                    tracing::error!(error = %e, "acknowledging inputs failed");
+                }
             }
-            if let Err(e) = acker.ack_all(&offsets).await {
-                tracing::error!(error = %e, "acknowledging inputs failed");
-            }
-        });
+        })
     }
 
     /// [`Self::process`] until every input is decided: an input whose
