@@ -150,14 +150,26 @@ struct RoomSync {
 
 impl RoomSync {
     fn into_json(self) -> JsonValue {
-        let mut room = json!({
-            "timeline": {"events": self.timeline, "limited": self.limited, "prev_batch": self.prev_batch.to_string()},
-            "account_data": {"events": []},
-            "ephemeral": {"events": []},
-        });
-        room[if self.state_after { "state_after" } else { "state" }] = json!({"events": self.state});
-        room
+        // Built by moving the events in: `json!` would serialize a copy of
+        // every event, and a sync of hundreds of rooms would hold both.
+        let mut timeline = Map::new();
+        timeline.insert("events".into(), JsonValue::Array(self.timeline));
+        timeline.insert("limited".into(), self.limited.into());
+        timeline.insert("prev_batch".into(), self.prev_batch.to_string().into());
+        let mut room = Map::new();
+        room.insert("timeline".into(), JsonValue::Object(timeline));
+        room.insert("account_data".into(), events(Vec::new()));
+        room.insert("ephemeral".into(), events(Vec::new()));
+        room.insert(if self.state_after { "state_after" } else { "state" }.into(), events(self.state));
+        JsonValue::Object(room)
     }
+}
+
+/// `{"events": [...]}`, moving the events in.
+fn events(list: Vec<JsonValue>) -> JsonValue {
+    let mut object = Map::new();
+    object.insert("events".into(), JsonValue::Array(list));
+    JsonValue::Object(object)
 }
 
 /// The timeline of a room in (`after`, `upto`] and the state at its start:
@@ -263,7 +275,9 @@ fn build_sync(
                 {
                     state.extend(storage::events_json(t, [theirs.clone()])?.iter().map(stripped));
                 }
-                invite.insert(room_id.clone(), json!({"invite_state": {"events": state}}));
+                let mut invite_state = Map::new();
+                invite_state.insert("invite_state".into(), events(state));
+                invite.insert(room_id.clone(), JsonValue::Object(invite_state));
             }
             ("leave" | "ban", Some(s)) if position > s => {
                 // The events up to the leave, with the state at their start.
@@ -275,15 +289,20 @@ fn build_sync(
         }
     }
     let updates = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
-    let body = json!({
+    let mut rooms = Map::new();
+    rooms.insert("join".into(), JsonValue::Object(join));
+    rooms.insert("invite".into(), JsonValue::Object(invite));
+    rooms.insert("leave".into(), JsonValue::Object(leave));
+    rooms.insert("knock".into(), JsonValue::Object(Map::new()));
+    let mut body = json!({
         "next_batch": SyncToken::at(now as u64).to_string(),
-        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
         "account_data": {"events": []},
         "presence": {"events": []},
         "to_device": {"events": []},
         "device_lists": {"changed": [], "left": []},
         "device_one_time_keys_count": {},
     });
+    body["rooms"] = JsonValue::Object(rooms);
     Ok((body, updates))
 }
 
@@ -410,7 +429,8 @@ impl SyncApi for SyncService {
                 } else {
                     last.map(|p| SyncToken::at(p as u64))
                 };
-                let mut body = json!({"start": start.to_string(), "chunk": chunk, "state": []});
+                let mut body = json!({"start": start.to_string(), "state": []});
+                body["chunk"] = JsonValue::Array(chunk);
                 if more && let Some(end) = end {
                     body["end"] = json!(end.to_string());
                 }
