@@ -110,6 +110,22 @@ async fn pdu(
     (id, serde_json::to_value(&object).unwrap())
 }
 
+/// The stored PDU of an event, and whether it was rejected.
+async fn stored_pdu(h: &Harness, event_id: &str) -> (Value, bool) {
+    let id = event_id.to_owned();
+    let (json, rejected): (String, bool) = h
+        .pool
+        .read(move |tx| {
+            tx.query_row("SELECT json, is_rejected FROM roomserver_events WHERE event_id = ?1", [&id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(neurite_storage::StorageError::from)
+        })
+        .await
+        .unwrap();
+    (serde_json::from_str(&json).unwrap(), rejected)
+}
+
 async fn submit_pdu(h: &Harness, pdu: Value) -> Verdict {
     h.rs.submit(Input::Pdu(PduInput { room_version: RoomVersionId::V11, pdu })).await.unwrap()
 }
@@ -353,21 +369,8 @@ async fn concurrent_inputs_of_one_room_form_one_chain_and_a_rejected_one_spoils_
     let mut seen = Vec::new();
     let mut cursor = latest[0].to_string();
     while accepted_ids.contains(&cursor) {
-        let (json, rejected): (String, bool) = h
-            .pool
-            .read({
-                let id = cursor.clone();
-                move |tx| {
-                    tx.query_row("SELECT json, is_rejected FROM roomserver_events WHERE event_id = ?1", [&id], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .map_err(neurite_storage::StorageError::from)
-                }
-            })
-            .await
-            .unwrap();
+        let (pdu, rejected) = stored_pdu(&h, &cursor).await;
         assert!(!rejected);
-        let pdu: Value = serde_json::from_str(&json).unwrap();
         let prevs = pdu["prev_events"].as_array().unwrap();
         assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
         seen.push((cursor.clone(), pdu["depth"].as_u64().unwrap()));
@@ -499,18 +502,7 @@ async fn idle_room_workers_retire_and_respawned_ones_keep_each_room_one_chain() 
         let mut depths = Vec::new();
         let mut cursor = latest[0].to_string();
         while accepted_ids.contains(&cursor) {
-            let json: String = h
-                .pool
-                .read({
-                    let id = cursor.clone();
-                    move |tx| {
-                        tx.query_row("SELECT json FROM roomserver_events WHERE event_id = ?1", [&id], |r| r.get(0))
-                            .map_err(neurite_storage::StorageError::from)
-                    }
-                })
-                .await
-                .unwrap();
-            let pdu: Value = serde_json::from_str(&json).unwrap();
+            let (pdu, _) = stored_pdu(&h, &cursor).await;
             let prevs = pdu["prev_events"].as_array().unwrap();
             assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
             depths.push(pdu["depth"].as_u64().unwrap());
@@ -580,18 +572,7 @@ async fn an_input_arriving_while_its_rooms_retired_worker_still_works_waits_for_
     // event, and published after all of its outputs.
     let latest = h.rs.latest_events(&room).await.unwrap();
     assert_eq!(latest, vec![small.clone()]);
-    let json: String = h
-        .pool
-        .read({
-            let id = small.to_string();
-            move |tx| {
-                tx.query_row("SELECT json FROM roomserver_events WHERE event_id = ?1", [&id], |r| r.get(0))
-                    .map_err(neurite_storage::StorageError::from)
-            }
-        })
-        .await
-        .unwrap();
-    let pdu: Value = serde_json::from_str(&json).unwrap();
+    let (pdu, _) = stored_pdu(&h, small.as_str()).await;
     assert_eq!(pdu["prev_events"], json!([big.last().unwrap()]));
     let (small, big): (String, Vec<String>) = (small.to_string(), big.iter().map(|id| id.to_string()).collect());
     let mut published = Vec::new();
