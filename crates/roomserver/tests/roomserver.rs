@@ -22,6 +22,12 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with_worker_idle(std::time::Duration::from_secs(neurite_roomserver::limits::ROOM_WORKER_IDLE_SECS)).await
+}
+
+/// A room server on a fresh database whose room workers retire after `idle`
+/// without inputs.
+async fn start_with_worker_idle(idle: std::time::Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
     let log = SqliteLog::open(pool.clone()).await.unwrap();
@@ -30,7 +36,7 @@ async fn start() -> Harness {
         server_name: server_name!("test.local").to_owned(),
         key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
     };
-    let rs = Roomserver::start(pool.clone(), Arc::new(log), signer(&key_der)).await.unwrap();
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
     Harness { _dir: dir, pool, rs, signer: signer(&key_der) }
 }
 
@@ -364,34 +370,28 @@ async fn concurrent_inputs_of_one_room_form_one_chain_and_a_rejected_one_spoils_
 
     // Walk back from the single forward extremity: one linear chain holding
     // every accepted message once, depth growing by one per event.
-    let latest = h.rs.latest_events(&room).await.unwrap();
-    assert_eq!(latest.len(), 1, "one forward extremity");
-    let mut seen = Vec::new();
+    assert_one_chain(&h, &room, &accepted_ids).await;
+}
+
+/// Walks back from `room`'s single forward extremity and asserts one linear
+/// chain holding every event of `accepted` once (none rejected, each on the
+/// one before it, depths consecutive); returns the event the chain stands on.
+async fn assert_one_chain(h: &Harness, room: &OwnedRoomId, accepted: &std::collections::HashSet<String>) -> String {
+    let latest = h.rs.latest_events(room).await.unwrap();
+    assert_eq!(latest.len(), 1, "one forward extremity in {room}");
+    let mut depths = Vec::new();
     let mut cursor = latest[0].to_string();
-    while accepted_ids.contains(&cursor) {
-        let (pdu, rejected) = stored_pdu(&h, &cursor).await;
+    while accepted.contains(&cursor) {
+        let (pdu, rejected) = stored_pdu(h, &cursor).await;
         assert!(!rejected);
         let prevs = pdu["prev_events"].as_array().unwrap();
         assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
-        seen.push((cursor.clone(), pdu["depth"].as_u64().unwrap()));
+        depths.push(pdu["depth"].as_u64().unwrap());
         cursor = prevs[0].as_str().unwrap().to_owned();
     }
-    assert_eq!(seen.len(), accepted_ids.len(), "every accepted message is on the chain once");
-    assert!(seen.windows(2).all(|w| w[0].1 == w[1].1 + 1), "depths are consecutive");
-}
-
-/// [`start`] with room workers retired after `idle` without inputs.
-async fn start_with_worker_idle(idle: std::time::Duration) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
-    let log = SqliteLog::open(pool.clone()).await.unwrap();
-    let key_der = Ed25519KeyPair::generate();
-    let signer = |der: &[u8]| Signer {
-        server_name: server_name!("test.local").to_owned(),
-        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
-    };
-    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
-    Harness { _dir: dir, pool, rs, signer: signer(&key_der) }
+    assert_eq!(depths.len(), accepted.len(), "every accepted message of {room} is on its chain once");
+    assert!(depths.windows(2).all(|w| w[0] == w[1] + 1), "depths are consecutive");
+    cursor
 }
 
 /// Sends `count` messages to each of `rooms`, all at once; returns each
@@ -497,20 +497,8 @@ async fn idle_room_workers_retire_and_respawned_ones_keep_each_room_one_chain() 
     for ((room, sent), creation_end) in rooms.iter().zip(&sent).zip(&creation_ends) {
         let accepted_ids: std::collections::HashSet<String> = sent.iter().cloned().collect();
         assert_eq!(accepted_ids.len(), sent.len(), "event IDs are distinct");
-        let latest = h.rs.latest_events(room).await.unwrap();
-        assert_eq!(latest.len(), 1, "one forward extremity in {room}");
-        let mut depths = Vec::new();
-        let mut cursor = latest[0].to_string();
-        while accepted_ids.contains(&cursor) {
-            let (pdu, _) = stored_pdu(&h, &cursor).await;
-            let prevs = pdu["prev_events"].as_array().unwrap();
-            assert_eq!(prevs.len(), 1, "each message stands on exactly the one before it");
-            depths.push(pdu["depth"].as_u64().unwrap());
-            cursor = prevs[0].as_str().unwrap().to_owned();
-        }
-        assert_eq!(&cursor, creation_end, "the chain of {room} reaches back to its creation");
-        assert_eq!(depths.len(), sent.len(), "every accepted message of {room} is on its chain once");
-        assert!(depths.windows(2).all(|w| w[0] == w[1] + 1), "depths are consecutive");
+        let start = assert_one_chain(&h, room, &accepted_ids).await;
+        assert_eq!(&start, creation_end, "the chain of {room} reaches back to its creation");
     }
 }
 
