@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use neurite_log::{Log, PublishRecord, Record};
 use neurite_storage::coalesce::Coalescer;
-use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::sqlite::{SqlitePool, savepoint};
 use neurite_storage::{StorageError, now_ms};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -414,16 +414,9 @@ impl Roomserver {
             .write(move |tx| {
                 let mut done = Vec::with_capacity(inputs.len());
                 for input in inputs {
-                    tx.execute_batch("SAVEPOINT roomserver_input")?;
-                    match process_one(tx, &inner.signer, &input) {
-                        Ok((verdict, entries)) => {
-                            tx.execute_batch("RELEASE roomserver_input")?;
-                            done.push((input.request_id, verdict, entries));
-                        }
-                        Err(e) => {
-                            tx.execute_batch("ROLLBACK TO roomserver_input; RELEASE roomserver_input")?;
-                            return Ok((done, Some(e)));
-                        }
+                    match savepoint(tx, |tx| process_one(tx, &inner.signer, &input)) {
+                        Ok((verdict, entries)) => done.push((input.request_id, verdict, entries)),
+                        Err(e) => return Ok((done, Some(e))),
                     }
                 }
                 Ok::<_, StorageError>((done, None))

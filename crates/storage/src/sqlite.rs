@@ -66,33 +66,16 @@ where
 {
     fn run(&mut self, tx: &Transaction<'_>) {
         let Some(f) = self.f.take() else { return };
-        if let Err(e) = tx.execute_batch("SAVEPOINT neurite_write") {
-            self.result = Some(Err(StorageError::from(e).into()));
-            return;
-        }
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)));
-        let undo = |tx: &Transaction<'_>| tx.execute_batch("ROLLBACK TO neurite_write; RELEASE neurite_write");
-        self.result = Some(match outcome {
-            Ok(Ok(value)) => match tx.execute_batch("RELEASE neurite_write") {
-                Ok(()) => Ok(value),
-                Err(e) => Err(StorageError::from(e).into()),
-            },
-            Ok(Err(e)) => {
-                // Fails only when SQLite already ended the transaction; the
-                // writer thread sees that and fails the whole batch.
-                let _ = undo(tx);
-                Err(e)
-            }
-            Err(panic) => {
-                let _ = undo(tx);
+        self.result = Some(savepoint(tx, |tx| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 Err(StorageError::Panic(message).into())
-            }
-        });
+            })
+        }));
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) {
@@ -105,6 +88,32 @@ where
         // The caller may have stopped waiting (a cancelled future): its write
         // still happened, as documented on `write`.
         let _ = self.reply.send(result);
+    }
+}
+
+/// Runs `f` under a savepoint of `tx`: its changes stay (until the
+/// transaction commits) if it returns `Ok` and are undone if it fails, so one
+/// step of a batch is all-or-nothing without failing the others.
+///
+/// # Errors
+/// Whatever `f` returns, or a failure to set or release the savepoint.
+pub fn savepoint<T, E: From<StorageError>>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(StorageError::from);
+    run("SAVEPOINT neurite_step")?;
+    match f(tx) {
+        Ok(value) => {
+            run("RELEASE neurite_step")?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Fails only when SQLite already ended the whole transaction; the
+            // writer thread sees that and fails the batch.
+            let _ = run("ROLLBACK TO neurite_step").and_then(|_| run("RELEASE neurite_step"));
+            Err(e)
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use neurite_log::{Record, Subscription};
 use neurite_roomserver::OutputRoomEvent;
 use neurite_storage::StorageError;
 use neurite_storage::coalesce::Coalescer;
-use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::sqlite::{SqlitePool, savepoint};
 use rusqlite::Transaction;
 
 use crate::notifier::Notifier;
@@ -133,16 +133,9 @@ fn apply_batch(
 ) -> Result<(usize, BTreeSet<String>, Option<StorageError>), StorageError> {
     let mut users = BTreeSet::new();
     for (index, record) in records.iter().enumerate() {
-        t.execute_batch("SAVEPOINT syncapi_record")?;
-        match apply(t, record) {
-            Ok(wake) => {
-                t.execute_batch("RELEASE syncapi_record")?;
-                users.extend(wake);
-            }
-            Err(e) => {
-                t.execute_batch("ROLLBACK TO syncapi_record; RELEASE syncapi_record")?;
-                return Ok((index, users, Some(e)));
-            }
+        match savepoint(t, |t| apply(t, record)) {
+            Ok(wake) => users.extend(wake),
+            Err(e) => return Ok((index, users, Some(e))),
         }
     }
     Ok((records.len(), users, None))
