@@ -447,8 +447,9 @@ impl Roomserver {
         self.inner
             .pool
             .write(move |tx| {
+                let mut delete = tx.prepare_cached("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1")?;
                 for nid in &nids {
-                    tx.execute("DELETE FROM roomserver_outbox WHERE outbox_nid = ?1", [nid])?;
+                    delete.execute([nid])?;
                 }
                 Ok::<_, StorageError>(())
             })

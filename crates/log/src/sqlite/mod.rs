@@ -275,21 +275,9 @@ impl Log for SqliteLog {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>, dedup_id: Option<&str>) -> Result<u64, LogError> {
-        check_topic(topic)?;
-        check_record(key, &payload, dedup_id)?;
-        let topic = self.shared.topic(topic);
-        let reservation = topic.reserve(self.shared.backlog_records_max).await;
-        let (reply, answer) = oneshot::channel();
-        let request = writer::PublishRequest {
-            topic,
-            key: key.to_owned(),
-            payload,
-            dedup_id: dedup_id.map(str::to_owned),
-            reply,
-            reservation,
-        };
-        self.publishes.send(request).await.map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        let record = PublishRecord { key: key.to_owned(), payload, dedup_id: dedup_id.map(str::to_owned) };
+        let offsets = self.publish_batch(topic, vec![record]).await?;
+        Ok(offsets[0])
     }
 
     async fn publish_batch(&self, topic: &str, records: Vec<PublishRecord>) -> Result<Vec<u64>, LogError> {
