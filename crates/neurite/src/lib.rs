@@ -78,8 +78,9 @@ pub struct Server {
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 10;
 
 /// How long a graceful stop waits for deferred writes (acknowledgements and
-/// outbox clean-ups, gathered for at most 50 ms) before its last maintenance.
-pub const DEFERRED_WRITES_SETTLE_MS: u64 = 200;
+/// outbox clean-ups, gathered for `COALESCE_DELAY`) before its last
+/// maintenance: a few of those delays, so the last round has been written.
+pub const DEFERRED_WRITES_SETTLE: std::time::Duration = neurite_storage::coalesce::COALESCE_DELAY.saturating_mul(4);
 
 /// Most free database pages (4 KiB each) one write of a maintenance pass
 /// gives back, so it never holds the writer long; a pass takes as many
@@ -193,7 +194,7 @@ pub async fn serve(
     // A tidy database on a graceful stop: one file, no processed log records.
     // Acknowledgements and clean-ups are gathered for a few tens of
     // milliseconds before they are written: let the last ones land first.
-    tokio::time::sleep(std::time::Duration::from_millis(DEFERRED_WRITES_SETTLE_MS)).await;
+    tokio::time::sleep(DEFERRED_WRITES_SETTLE).await;
     maintain(limiter.as_ref(), &log, &pool).await;
     if let Err(e) = pool.checkpoint().await {
         tracing::warn!(error = %e, "checkpointing the database on stop failed");

@@ -188,9 +188,6 @@ fn fault(e: impl std::fmt::Display) -> RoomserverError {
 /// Published outbox rows to delete and input offsets to acknowledge, per batch.
 type Tidy = Coalescer<(Vec<i64>, Vec<u64>)>;
 
-/// How long [`Roomserver::tidy`] gathers clean-ups before writing them.
-const TIDY_DELAY: Duration = Duration::from_millis(50);
-
 /// Prefix of the log key of a v12 room creation (the room ID is not known yet).
 const NEW_ROOM_KEY_PREFIX: &str = "new:";
 
@@ -346,10 +343,10 @@ impl Roomserver {
 
     /// The background clean-up after batches: published outbox rows are
     /// deleted and inputs acknowledged for many batches in one write each
-    /// (gathered for [`TIDY_DELAY`]), instead of two commits per batch.
+    /// (gathered for `COALESCE_DELAY`), instead of two commits per batch.
     fn tidy(&self, acker: neurite_log::Acker) -> Tidy {
         let server = self.clone();
-        Coalescer::start(TIDY_DELAY, move |rounds: Vec<(Vec<i64>, Vec<u64>)>| {
+        Coalescer::start(move |rounds: Vec<(Vec<i64>, Vec<u64>)>| {
             let (server, acker) = (server.clone(), acker.clone());
             async move {
                 let (nids, offsets): (Vec<Vec<i64>>, Vec<Vec<u64>>) = rounds.into_iter().unzip();

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+/// How long a [`Coalescer`] gathers items before it flushes them: short
+/// enough that nothing waits noticeably, long enough that a busy server
+/// writes once for many items.
+pub const COALESCE_DELAY: Duration = Duration::from_millis(50);
+
 /// Collects the items handed to [`Coalescer::push`] for a short delay, then
 /// hands all of them to one `flush` call: for writes nobody waits for
 /// (acknowledgements, clean-ups), so many share one transaction instead of
@@ -22,8 +27,8 @@ impl<T> Clone for Coalescer<T> {
 
 impl<T: Send + 'static> Coalescer<T> {
     /// Starts the background task: after the first item of a round it waits
-    /// `delay`, then calls `flush` with every item queued by then.
-    pub fn start<F, Fut>(delay: Duration, mut flush: F) -> Self
+    /// [`COALESCE_DELAY`], then calls `flush` with every item queued by then.
+    pub fn start<F, Fut>(mut flush: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -33,7 +38,7 @@ impl<T: Send + 'static> Coalescer<T> {
             let mut round = Vec::new();
             while let Some(first) = items.recv().await {
                 round.push(first);
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(COALESCE_DELAY).await;
                 while let Ok(item) = items.try_recv() {
                     round.push(item);
                 }
@@ -60,7 +65,7 @@ mod tests {
     async fn items_pushed_within_the_delay_are_flushed_together() {
         let flushed: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let sink = flushed.clone();
-        let coalescer = Coalescer::start(Duration::from_millis(50), move |items| {
+        let coalescer = Coalescer::start(move |items| {
             let sink = sink.clone();
             async move { sink.lock().unwrap().push(items) }
         });

@@ -14,9 +14,6 @@ use rusqlite::Transaction;
 use crate::notifier::Notifier;
 use crate::storage;
 
-/// How long acknowledgements are gathered before they are stored together.
-const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// Records taken from the output log, and applied in one transaction, at once.
 const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
 
@@ -84,7 +81,7 @@ pub(crate) async fn run(
     applied: tokio::sync::watch::Sender<u64>,
 ) {
     let acker = subscription.acker();
-    let acks = Coalescer::start(ACK_DELAY, move |rounds: Vec<Vec<u64>>| {
+    let acks = Coalescer::start(move |rounds: Vec<Vec<u64>>| {
         let acker = acker.clone();
         async move {
             let offsets: Vec<u64> = rounds.into_iter().flatten().collect();
