@@ -30,3 +30,7 @@ pub const ROOM_BATCH_INPUTS_MAX: usize = 64;
 /// (its task ends; the room's next input starts a new one), so idle rooms
 /// hold no task. Checked every half of it.
 pub const ROOM_WORKER_IDLE_SECS: u64 = 60;
+
+/// Most milliseconds a v12 room's create event is moved forward to find a
+/// room ID that is not taken yet (its ID is the event's hash).
+pub const ROOM_ID_RETRIES_MAX: u64 = 1_000;

@@ -17,7 +17,7 @@ use serde_json::Value as JsonValue;
 
 use crate::api::{BuildEvents, InvalidCode, OutputRoomEvent, PduInput, ProtoEvent, Target, TxnKey, Verdict};
 use crate::event::Pdu;
-use crate::limits::{PDU_BYTES_MAX, PREV_EVENTS_COUNT_MAX};
+use crate::limits::{PDU_BYTES_MAX, PREV_EVENTS_COUNT_MAX, ROOM_ID_RETRIES_MAX};
 use crate::state::{self, BlockRef, StateKeyTuple, StateMap};
 use crate::storage::{EventRow, Res, RoomRow, RoomTables};
 
@@ -466,10 +466,6 @@ fn check_redaction<T: RoomTables>(
     }
     Ok(None)
 }
-
-/// Most milliseconds a v12 room's create event is moved forward to find a
-/// room ID that is not taken yet.
-const ROOM_ID_RETRIES_MAX: u64 = 1_000;
 
 /// Processes a [`BuildEvents`] input. Nothing is stored unless every event is accepted.
 pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &BuildEvents, now: u64) -> Res<Processed> {
