@@ -1,11 +1,16 @@
 //! What components see of a log: the [`Log`] and [`Subscription`] traits,
-//! [`Record`], [`Acker`] and [`LogError`]. Nothing here assumes SQLite.
+//! [`Record`], [`Acker`] and [`LogError`]. Nothing here assumes SQLite, but
+//! for [`Log::appender`], which only a log in the writer's own SQLite
+//! database gives.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use neurite_storage::StorageError;
+use neurite_storage::sqlite::SqlitePool;
+
+use crate::sqlite::SqliteAppender;
 
 use crate::limits::{DEDUP_ID_BYTES_MAX, KEY_BYTES_MAX, NAME_BYTES_MAX, RECORD_BYTES_MAX};
 
@@ -124,6 +129,36 @@ pub trait Log: Send + Sync {
             offsets.push(self.publish(topic, &record.key, record.payload, record.dedup_id.as_deref()).await?);
         }
         Ok(offsets)
+    }
+
+    /// [`Log::publish`] for a record whose publisher promises nobody
+    /// anything until a durable result of it exists (the room server's
+    /// verdict on an input, which its writer waits for): the log may commit
+    /// it without waiting for the disk, durable with its next durable commit
+    /// (on SQLite, [`neurite_storage::sqlite::SqlitePool::write_deferred`]).
+    /// A power cut may lose it; it is then lost before anyone relied on it.
+    /// Logs whose every publish is durable publish it as usual (the default).
+    ///
+    /// # Errors
+    /// As [`Log::publish`].
+    async fn publish_provisional(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+        dedup_id: Option<&str>,
+    ) -> Result<u64, LogError> {
+        self.publish(topic, key, payload, dedup_id).await
+    }
+
+    /// For a writer whose transactions run on `pool`: if this log lives in
+    /// that same database, an appender that puts records in the writer's own
+    /// transaction (committed or undone with its rows; no outbox, no commit
+    /// of their own). `None` (the default) for a log anywhere else: the
+    /// writer then publishes after its commit.
+    fn appender(&self, pool: &SqlitePool) -> Option<SqliteAppender> {
+        let _ = pool;
+        None
     }
 
     /// Opens the durable subscription `name` on `topic`, resuming after the

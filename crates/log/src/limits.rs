@@ -31,21 +31,6 @@ pub const SUBSCRIPTION_BATCH_RECORDS_MAX: usize = 256;
 /// least one record, which may alone be up to [`RECORD_BYTES_MAX`]).
 pub const SUBSCRIPTION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Length of the queue between publishers and the SQLite log's writer task.
-/// Publishers beyond it wait to enqueue; it bounds the memory held by
-/// records accepted but not yet committed.
-pub const PUBLISH_QUEUE_LEN_MAX: usize = 256;
-
-/// Most records the SQLite writer task commits in one transaction. Group
-/// commit is where publish throughput comes from (one `synchronous=FULL`
-/// fsync per batch instead of per record).
-pub const PUBLISH_BATCH_RECORDS_MAX: usize = 256;
-
-/// Most payload bytes the SQLite writer task puts in one transaction (it
-/// always takes at least one record), so one batch never holds the writer
-/// connection for long.
-pub const PUBLISH_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
-
 /// Most records `SqliteLog::prune` deletes in one write; it loops over as
 /// many writes as it needs, letting other writes in between. Small, because
 /// every write queued behind a prune waits for it: 10,000 records (each with

@@ -417,3 +417,94 @@ async fn a_batch_publish_keeps_order_and_dedup_and_ack_all_stores_the_position_o
     publish(&log, "!a:x", "r6").await;
     assert_eq!(payloads(&next(&mut sub, 100).await), ["r6"]);
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_the_backlog_bound_commits_what_fits_and_waits_for_acks() {
+    let dir = TempDir::new().unwrap();
+    let log = SqliteLog::with_backlog_max(pool(&dir), 2).await.unwrap();
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    let batch = (0..5_u8).map(|i| PublishRecord { key: "!a:x".into(), payload: vec![i], dedup_id: None }).collect();
+    let publishing = tokio::spawn({
+        let log = log.clone();
+        async move { log.publish_batch(TOPIC, batch).await }
+    });
+    // The reader sees the first two before the batch is done, and each ack
+    // lets the rest in, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let records = next(&mut sub, 10).await;
+        for record in &records {
+            sub.ack(record.offset).await.unwrap();
+        }
+        seen.extend(records.into_iter().map(|r| r.payload[0]));
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    assert_eq!(timeout(DONE, publishing).await.unwrap().unwrap().unwrap(), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_provisional_publish_is_delivered_in_order_with_durable_ones() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    publish(&log, "!a:x", "durable").await;
+    let offset = log.publish_provisional(TOPIC, "!a:x", b"provisional".to_vec(), Some("p1")).await.unwrap();
+    assert_eq!(offset, 2);
+    // Its de-duplication ID holds like any other's.
+    assert_eq!(log.publish_provisional(TOPIC, "!a:x", b"again".to_vec(), Some("p1")).await.unwrap(), 2);
+    publish(&log, "!a:x", "after").await;
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["durable", "provisional", "after"]);
+    // And it is a committed record: it survives reopening the database.
+    drop(sub);
+    drop(log);
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["durable", "provisional", "after"]);
+}
+
+#[tokio::test]
+async fn an_appender_puts_records_in_the_writers_own_transaction() {
+    let dir = TempDir::new().unwrap();
+    let pool = pool(&dir);
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let other = SqlitePool::open(&dir.path().join("other.db")).unwrap();
+    assert!(log.appender(&other).is_none(), "a log in another database gives no appender");
+    let appender = log.appender(&pool).expect("the log's own pool gets an appender");
+    let mut sub = log.subscribe(OUTPUT_ROOM_EVENT, "reader").await.unwrap();
+    let record = |p: &str| PublishRecord { key: "!a:x".into(), payload: p.as_bytes().to_vec(), dedup_id: None };
+
+    // A write that fails undoes its records with its own rows: the offsets
+    // are given back to the next append.
+    appender.ready(OUTPUT_ROOM_EVENT).await.unwrap();
+    let failed = pool
+        .write({
+            let (appender, record) = (appender.clone(), record("undone"));
+            move |tx| {
+                appender
+                    .append(tx, OUTPUT_ROOM_EVENT, &[record])
+                    .map_err(|e| neurite_storage::StorageError::Corrupt(e.to_string()))?;
+                Err::<(), _>(neurite_storage::StorageError::Corrupt("the writer's own rows failed".into()))
+            }
+        })
+        .await;
+    assert!(failed.is_err());
+    let offsets = pool
+        .write({
+            let (appender, records) = (appender.clone(), vec![record("one"), record("two")]);
+            move |tx| {
+                appender
+                    .append(tx, OUTPUT_ROOM_EVENT, &records)
+                    .map_err(|e| neurite_storage::StorageError::Corrupt(e.to_string()))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(offsets, [1, 2]);
+    // Committed but not announced: readers are not woken yet.
+    assert_nothing_new(&mut sub).await;
+    appender.committed(OUTPUT_ROOM_EVENT, 2).unwrap();
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["one", "two"]);
+    // Publishes continue after the appended offsets.
+    assert_eq!(log.publish(OUTPUT_ROOM_EVENT, "!a:x", b"three".to_vec(), None).await.unwrap(), 3);
+    assert_eq!(payloads(&next(&mut sub, 10).await), ["three"]);
+}

@@ -1,6 +1,8 @@
 //! The running room server: the input consumer with one ordered worker per
-//! room (retired when idle), the verdict waiters, and the outbox that feeds
-//! `output.room_event`.
+//! room (retired when idle), the verdict waiters, and the way outputs reach
+//! `output.room_event`: appended in the processing transaction when the log
+//! lives in the room server's own database (the embedded mode), else through
+//! an outbox written in that transaction and published after it.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neurite_log::{Log, PublishRecord, Record};
+use neurite_log::{Log, PublishRecord, Record, SqliteAppender};
 use neurite_storage::coalesce::Coalescer;
 use neurite_storage::sqlite::{SqlitePool, savepoint};
 use neurite_storage::{StorageError, now_ms};
@@ -31,32 +33,57 @@ use crate::storage::sqlite::MIGRATIONS;
 type OutboxEntry = (i64, String, Vec<u8>);
 
 /// What [`Roomserver::process`] did: each input done (request ID, verdict,
-/// outbox entries), then the failure that stopped it, if any.
-type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Option<StorageError>);
+/// outbox entries), the last output offset appended in the transaction (if
+/// any), then the failure that stopped it, if any.
+type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Option<u64>, Option<StorageError>);
+
+/// What one input left to do after its transaction: outbox entries to
+/// publish, or the last offset it appended to the output log itself.
+type Outputs = (Vec<OutboxEntry>, Option<u64>);
 
 /// Runs one input inside the open transaction; see [`Roomserver::process`].
+/// With an `appender` its outputs go straight into the output log (in this
+/// transaction), otherwise into the outbox.
 fn process_one(
     tx: &rusqlite::Transaction<'_>,
     signer: &Signer,
+    appender: Option<&SqliteAppender>,
     input: &InputRoomEvent,
-) -> Result<(Verdict, Vec<OutboxEntry>), StorageError> {
+) -> Result<(Verdict, Outputs), StorageError> {
     if let Some(stored) = tx.input_verdict(&input.request_id)? {
         let verdict = serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        return Ok((verdict, Vec::new()));
+        return Ok((verdict, (Vec::new(), None)));
     }
     let Processed { verdict, outputs } = match &input.input {
         Input::Build(build) => process::process_build(tx, signer, build, now_ms())?,
         Input::Pdu(pdu) => process::process_pdu(tx, pdu)?,
     };
-    let mut entries = Vec::with_capacity(outputs.len());
+    let mut records = Vec::with_capacity(outputs.len());
     for (room_id, output) in outputs {
         let payload = serde_json::to_vec(&output).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        let nid = tx.insert_outbox(&room_id, &payload)?;
-        entries.push((nid, room_id, payload));
+        records.push((room_id, payload));
     }
+    let done = match appender {
+        Some(appender) => {
+            let records: Vec<PublishRecord> =
+                records.into_iter().map(|(key, payload)| PublishRecord { key, payload, dedup_id: None }).collect();
+            let offsets = appender
+                .append(tx, neurite_log::OUTPUT_ROOM_EVENT, &records)
+                .map_err(|e| StorageError::Corrupt(format!("appending outputs: {e}")))?;
+            (Vec::new(), offsets.into_iter().max())
+        }
+        None => {
+            let mut entries = Vec::with_capacity(records.len());
+            for (room_id, payload) in records {
+                let nid = tx.insert_outbox(&room_id, &payload)?;
+                entries.push((nid, room_id, payload));
+            }
+            (entries, None)
+        }
+    };
     let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
     tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
-    Ok((verdict, entries))
+    Ok((verdict, done))
 }
 
 /// Name of the room server's subscription to `input.room_event`.
@@ -71,6 +98,9 @@ pub struct Roomserver {
 pub(crate) struct Inner {
     pub(crate) pool: SqlitePool,
     log: Arc<dyn Log>,
+    /// Appends outputs in the processing transaction when the log lives in
+    /// this database; `None`: the outbox.
+    appender: Option<SqliteAppender>,
     signer: Signer,
     waiters: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
     /// Room worker tasks spawned and not ended yet (see [`WorkerSlot`]).
@@ -227,8 +257,15 @@ impl Roomserver {
         worker_idle: Duration,
     ) -> Result<Self, RoomserverError> {
         pool.migrate("roomserver", MIGRATIONS).await.map_err(fault)?;
-        let inner =
-            Inner { pool, log, signer, waiters: Mutex::new(HashMap::new()), workers_alive: AtomicUsize::new(0) };
+        let appender = log.appender(&pool);
+        let inner = Inner {
+            pool,
+            log,
+            appender,
+            signer,
+            waiters: Mutex::new(HashMap::new()),
+            workers_alive: AtomicUsize::new(0),
+        };
         let server = Self { inner: Arc::new(inner) };
         // Invariant: subscribed before any writer can publish, so the input
         // topic's backlog bound applies from the first record.
@@ -321,10 +358,14 @@ impl Roomserver {
                 Err(e) => tracing::error!(error = %e, offset = record.offset, "undecodable input record skipped"),
             }
         }
-        let (verdicts, entries) = self.process_with_retries(inputs).await;
+        let (verdicts, entries, appended) = self.process_with_retries(inputs).await;
         // Invariant: an event's output is published before its writer hears
         // the verdict, so a reader that caught up with the output log has
         // seen it (read-your-writes).
+        if let (Some(appender), Some(offset)) = (&self.inner.appender, appended) {
+            // Only a bad topic name fails, and this one is a constant.
+            let _ = appender.committed(neurite_log::OUTPUT_ROOM_EVENT, offset);
+        }
         self.publish_until_done(&entries).await;
         {
             let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -368,15 +409,16 @@ impl Roomserver {
     async fn process_with_retries(
         &self,
         mut inputs: Vec<InputRoomEvent>,
-    ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>) {
-        let (mut verdicts, mut entries) = (Vec::new(), Vec::new());
+    ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>, Option<u64>) {
+        let (mut verdicts, mut entries, mut appended) = (Vec::new(), Vec::new(), None);
         let mut pause = Duration::from_millis(50);
         let mut attempt = 1;
         while !inputs.is_empty() {
-            let (done, failure) = match self.process(inputs.clone()).await {
+            let (done, last, failure) = match self.process(inputs.clone()).await {
                 Ok(processed) => processed,
-                Err(e) => (Vec::new(), Some(e)),
+                Err(e) => (Vec::new(), None, Some(e)),
             };
+            appended = appended.max(last);
             if !done.is_empty() {
                 (pause, attempt) = (Duration::from_millis(50), 1);
             }
@@ -397,7 +439,7 @@ impl Roomserver {
                 (pause, attempt) = (Duration::from_millis(50), 1);
             }
         }
-        (verdicts, entries)
+        (verdicts, entries, appended)
     }
 
     /// Runs inputs in order in one transaction, each all-or-nothing: its
@@ -405,18 +447,27 @@ impl Roomserver {
     /// together. Stops at the first input that fails (its changes undone) and
     /// returns the ones done before it with that failure.
     async fn process(&self, inputs: Vec<InputRoomEvent>) -> Result<Processing, StorageError> {
+        if let Some(appender) = &self.inner.appender {
+            // The output topic's backlog bound, checked before the write
+            // (appends inside it cannot wait).
+            appender.ready(neurite_log::OUTPUT_ROOM_EVENT).await.map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        }
         let inner = self.inner.clone();
         self.inner
             .pool
             .write(move |tx| {
                 let mut done = Vec::with_capacity(inputs.len());
+                let mut appended = None;
                 for input in inputs {
-                    match savepoint(tx, |tx| process_one(tx, &inner.signer, &input)) {
-                        Ok((verdict, entries)) => done.push((input.request_id, verdict, entries)),
-                        Err(e) => return Ok((done, Some(e))),
+                    match savepoint(tx, |tx| process_one(tx, &inner.signer, inner.appender.as_ref(), &input)) {
+                        Ok((verdict, (entries, last))) => {
+                            appended = appended.max(last);
+                            done.push((input.request_id, verdict, entries));
+                        }
+                        Err(e) => return Ok((done, appended, Some(e))),
                     }
                 }
-                Ok::<_, StorageError>((done, None))
+                Ok::<_, StorageError>((done, appended, None))
             })
             .await
     }
@@ -513,7 +564,10 @@ impl RoomserverInput for Roomserver {
         // Invariant: the waiter exists before the input can be processed.
         let (tx, rx) = oneshot::channel();
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(request_id.clone(), tx);
-        let published = self.inner.log.publish(neurite_log::INPUT_ROOM_EVENT, &key, payload, Some(&request_id)).await;
+        // Provisional: the writer answers nobody before the verdict, which
+        // commits durably (and makes this record durable with it).
+        let published =
+            self.inner.log.publish_provisional(neurite_log::INPUT_ROOM_EVENT, &key, payload, Some(&request_id)).await;
         if let Err(e) = published {
             self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
             return Err(fault(e));

@@ -1,11 +1,21 @@
 //! SQLite: one writer connection, a small pool of reader connections, WAL.
 //!
-//! Durability: every write transaction commits with `synchronous=FULL`, so a
+//! Durability: a [`SqlitePool::write`] commits with `synchronous=FULL`, so a
 //! committed row survives a power cut. Throughput comes from putting many rows
-//! in one transaction, never from weaker sync settings: the writer thread
-//! commits every write queued while the previous commit ran in one
-//! transaction (group commit), each under its own savepoint, so one fsync
-//! covers them all and a failing write undoes only itself.
+//! in one transaction: the writer thread commits every write queued while the
+//! previous commit ran in one transaction (group commit), each under its own
+//! savepoint, so one fsync covers them all and a failing write undoes only
+//! itself.
+//!
+//! A [`SqlitePool::write_deferred`] commits without waiting for the disk
+//! (`synchronous=NORMAL` for a batch of only such writes). It is as atomic as
+//! any write and survives a crash of the process; a power cut can undo it,
+//! together with every later deferred write, until the next durable commit
+//! or checkpoint, which makes it durable too (WAL mode keeps commits in
+//! order in one file, and a sync of the file covers every frame before it).
+//! It is for rows whose loss nobody was promised against: an input whose
+//! writer waits for a durable verdict before answering anyone, rows rebuilt
+//! from a durable log after a loss, log positions that only permit pruning.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -42,8 +52,20 @@ struct Inner {
     path: std::path::PathBuf,
 }
 
+/// How a write reaches the disk; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed with an fsync: survives a power cut once `write` returns.
+    Full,
+    /// Committed without waiting for the disk: durable with the next
+    /// [`Durability::Full`] commit or checkpoint.
+    Deferred,
+}
+
 /// One queued write: its closure, then its answer once the commit is known.
 trait WriteJob: Send {
+    /// How this write must reach the disk.
+    fn durability(&self) -> Durability;
     /// Runs the closure inside the open transaction under its own savepoint
     /// (rolled back if the closure fails or panics) and keeps its result.
     fn run(&mut self, tx: &Transaction<'_>);
@@ -53,6 +75,7 @@ trait WriteJob: Send {
 }
 
 struct Job<T, E, F> {
+    durability: Durability,
     f: Option<F>,
     result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
@@ -64,6 +87,10 @@ where
     E: From<StorageError> + Send + 'static,
     F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(&mut self, tx: &Transaction<'_>) {
         let Some(f) = self.f.take() else { return };
         self.result = Some(savepoint(tx, |tx| {
@@ -120,6 +147,8 @@ pub fn savepoint<T, E: From<StorageError>>(
 /// The writer thread: takes every queued write, runs them in one transaction
 /// and commits once, until every pool handle is gone.
 fn run_writer(mut conn: Connection, writes: mpsc::Receiver<Box<dyn WriteJob>>) {
+    // Invariant: `configure` left the connection at `synchronous=FULL`.
+    let mut synchronous = Durability::Full;
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_WRITES_MAX {
@@ -127,6 +156,21 @@ fn run_writer(mut conn: Connection, writes: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        // One durable write makes the whole batch durable.
+        let wanted = if batch.iter().any(|job| job.durability() == Durability::Full) {
+            Durability::Full
+        } else {
+            Durability::Deferred
+        };
+        if wanted != synchronous {
+            let level = if wanted == Durability::Full { "FULL" } else { "NORMAL" };
+            if let Err(e) = conn.pragma_update(None, "synchronous", level) {
+                let message = format!("cannot set synchronous={level}: {e}");
+                batch.into_iter().for_each(|job| job.finish(Some(&message)));
+                continue;
+            }
+            synchronous = wanted;
         }
         commit_batch(&mut conn, batch);
     }
@@ -226,13 +270,48 @@ impl SqlitePool {
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.write_with(Durability::Full, f).await
+    }
+
+    /// [`Self::write`] without waiting for the disk: `Ok` means committed
+    /// (visible, atomic, surviving a crash of the process), durable against
+    /// a power cut with the next durable commit. Only for rows whose loss in
+    /// a power cut nobody was promised against (see the module documentation).
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub async fn write_deferred<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.write_with(Durability::Deferred, f).await
+    }
+
+    /// [`Self::write`] or [`Self::write_deferred`], as `durability` says.
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub async fn write_with<T, E, F>(&self, durability: Durability, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job { f: Some(f), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job { durability, f: Some(f), result: None, reply });
         let sent = self.inner.writes.send(job);
         if sent.is_err() {
             return Err(StorageError::Commit("the writer thread is gone".into()).into());
         }
         answer.await.unwrap_or_else(|_| Err(StorageError::Commit("the writer thread is gone".into()).into()))
+    }
+
+    /// Whether `self` and `other` are handles to the same pool (one writer),
+    /// so one write transaction can hold rows of both users.
+    pub fn same_pool(&self, other: &SqlitePool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Runs `f` in one read transaction on a reader connection, on the blocking pool.
@@ -397,6 +476,42 @@ mod tests {
         assert_eq!(pool.write(move |tx| count(tx, "freelist_count")).await.unwrap(), 0);
         let after = pool.write(move |tx| count(tx, "page_count")).await.unwrap();
         assert!(after < full / 10, "{after} pages left of {full}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_writes_skip_the_fsync_unless_batched_with_a_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
+        // What the connection commits this write's batch with: 2 = FULL, 1 = NORMAL.
+        let level = |tx: &Transaction<'_>| -> Result<i64, StorageError> {
+            Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+        };
+        assert_eq!(pool.write_deferred(move |tx| level(tx)).await.unwrap(), 1);
+        assert_eq!(pool.write(move |tx| level(tx)).await.unwrap(), 2);
+        assert_eq!(pool.write_deferred(move |tx| level(tx)).await.unwrap(), 1);
+        // Hold the writer, queue a deferred and a durable write behind it:
+        // they share the next batch, which must be durable.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.write(move |_| Ok::<_, StorageError>(held.recv().ok())).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let deferred = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.write_deferred(move |tx| level(tx)).await }
+        });
+        let durable = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.write(move |tx| level(tx)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert_eq!(deferred.await.unwrap().unwrap(), 2, "a deferred write batched with a durable one is durable");
+        assert_eq!(durable.await.unwrap().unwrap(), 2);
+        assert!(pool.same_pool(&pool.clone()));
+        assert!(!pool.same_pool(&SqlitePool::open(&dir.path().join("u.db")).unwrap()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

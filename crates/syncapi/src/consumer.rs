@@ -99,7 +99,9 @@ pub(crate) async fn run(
             }
         };
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
-        let (applied_records, users, failure) = match pool.write(move |t| apply_batch(t, &records)).await {
+        // Deferred: these rows are rebuilt from the output log after a loss,
+        // and the log keeps the records until a durable prune after them.
+        let (applied_records, users, failure) = match pool.write_deferred(move |t| apply_batch(t, &records)).await {
             Ok(done) => done,
             Err(e) => (0, BTreeSet::new(), Some(e)),
         };

@@ -7,31 +7,32 @@
 //! - per topic, each subscription's position (in memory it may run ahead of
 //!   the stored one, see [`subscription`]) and a `Notify` that acknowledgements
 //!   signal, on which publishers wait while the backlog is full;
-//! - one writer task that commits queued publishes in batches (group commit).
+//! - nothing else: publishes are writes on the shared pool, whose writer
+//!   thread commits every write queued meanwhile together (group commit).
 //!
 //! Invariant: one process owns the log. Another process writing the tables
 //! would not wake this one's subscribers or count towards its backlog.
 
+mod append;
 mod subscription;
-mod writer;
 
 use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
-use neurite_storage::sqlite::SqlitePool;
+use neurite_storage::sqlite::{Durability, SqlitePool};
 use neurite_storage::{Migration, StorageError};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::api::{Log, LogError, PublishRecord, Subscription, check_record, check_subscription_name, check_topic};
-use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX, PUBLISH_QUEUE_LEN_MAX};
+use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX};
+pub use append::SqliteAppender;
 use subscription::SubscriptionShared;
 
 static MIGRATIONS: &[Migration] = &[("0001_create_log", include_str!("../../migrations/sqlite/0001_create_log.sql"))];
 
-/// The in-process, durable log on an SQLite pool: cheap to clone, one writer
-/// task shared by the clones.
+/// The in-process, durable log on an SQLite pool: cheap to clone.
 ///
 /// Backpressure counts the subscriptions stored for a topic, open in this
 /// process or not: a topic's records are kept for each of them, so a
@@ -44,10 +45,10 @@ static MIGRATIONS: &[Migration] = &[("0001_create_log", include_str!("../../migr
 #[derive(Clone)]
 pub struct SqliteLog {
     shared: Arc<Shared>,
-    publishes: mpsc::Sender<writer::PublishRequest>,
 }
 
-struct Shared {
+/// What every clone of one log shares.
+pub(crate) struct Shared {
     pool: SqlitePool,
     backlog_records_max: u64,
     // Topics are few and named in code: the map grows only with the names used.
@@ -124,6 +125,17 @@ impl Topic {
         }
     }
 
+    /// Admits one publish now if the backlog is under `max`.
+    fn try_reserve(self: &Arc<Self>, max: u64) -> Option<Reservation> {
+        let mut state = lock(&self.state);
+        let latest = *self.latest.borrow();
+        if state.backlog(latest).is_none_or(|backlog| backlog < max) {
+            state.reserved += 1;
+            return Some(Reservation { topic: self.clone() });
+        }
+        None
+    }
+
     /// Waits until the backlog is under `max`, then admits one publish.
     async fn reserve(self: &Arc<Self>, max: u64) -> Reservation {
         loop {
@@ -131,13 +143,8 @@ impl Topic {
             // Registered before the check, so a signal between the check and
             // the await is not missed.
             space.as_mut().enable();
-            {
-                let mut state = lock(&self.state);
-                let latest = *self.latest.borrow();
-                if state.backlog(latest).is_none_or(|backlog| backlog < max) {
-                    state.reserved += 1;
-                    return Reservation { topic: self.clone() };
-                }
+            if let Some(reservation) = self.try_reserve(max) {
+                return reservation;
             }
             space.await;
         }
@@ -163,8 +170,8 @@ impl Shared {
 }
 
 impl SqliteLog {
-    /// Runs the log's migrations on `pool`, loads its topics and starts its
-    /// writer task, with the default backlog bound [`BACKLOG_RECORDS_MAX`].
+    /// Runs the log's migrations on `pool` and loads its topics, with the
+    /// default backlog bound [`BACKLOG_RECORDS_MAX`].
     ///
     /// # Errors
     /// A migration or the loading query fails.
@@ -202,17 +209,74 @@ impl SqliteLog {
                 .subscriptions
                 .insert(name, SubscriptionSlot { position: to_offset(acked)?, open: Weak::new() });
         }
-        let (publishes, queue) = mpsc::channel(PUBLISH_QUEUE_LEN_MAX);
-        // The task ends when the last clone of this log is dropped and the
-        // queue is drained.
-        tokio::spawn(writer::run(pool.clone(), queue));
         let shared = Arc::new(Shared {
             pool,
             backlog_records_max: backlog_records_max.max(1),
             topics: Mutex::new(map),
             subscriptions_lock: tokio::sync::Mutex::new(()),
         });
-        Ok(Self { shared, publishes })
+        Ok(Self { shared })
+    }
+
+    /// Appends `records` to `topic` in one write with `durability`, in order,
+    /// within the backlog bound: when the bound admits no more, the records
+    /// admitted so far are committed first (so acknowledgements can free
+    /// room), then the rest wait.
+    async fn append_batch(
+        &self,
+        topic: &str,
+        records: Vec<PublishRecord>,
+        durability: Durability,
+    ) -> Result<Vec<u64>, LogError> {
+        check_topic(topic)?;
+        for record in &records {
+            check_record(&record.key, &record.payload, record.dedup_id.as_deref())?;
+        }
+        let topic = self.shared.topic(topic);
+        let max = self.shared.backlog_records_max;
+        let mut offsets = Vec::with_capacity(records.len());
+        let (mut admitted, mut reservations) = (Vec::new(), Vec::new());
+        for record in records {
+            let reservation = match topic.try_reserve(max) {
+                Some(reservation) => reservation,
+                None => {
+                    self.commit(&topic, std::mem::take(&mut admitted), &mut reservations, durability, &mut offsets)
+                        .await?;
+                    topic.reserve(max).await
+                }
+            };
+            admitted.push(record);
+            reservations.push(reservation);
+        }
+        self.commit(&topic, admitted, &mut reservations, durability, &mut offsets).await?;
+        Ok(offsets)
+    }
+
+    /// One write appending `records`; then raises the topic's committed
+    /// offset and releases their reservations.
+    async fn commit(
+        &self,
+        topic: &Arc<Topic>,
+        records: Vec<PublishRecord>,
+        reservations: &mut Vec<Reservation>,
+        durability: Durability,
+        offsets: &mut Vec<u64>,
+    ) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let name = topic.name.clone();
+        let result = self.shared.pool.write_with(durability, move |tx| append::append(tx, &name, &records)).await;
+        if let Ok(appended) = &result
+            && let Some(last) = appended.iter().max()
+        {
+            topic.committed(*last);
+        }
+        // Invariant: released after `committed`, so the backlog never
+        // undercounts: a record is in `latest` before it leaves `reserved`.
+        reservations.clear();
+        offsets.extend(result?);
+        Ok(())
     }
 
     /// Deletes the records of `topic` that every stored subscription has
@@ -281,33 +345,23 @@ impl Log for SqliteLog {
     }
 
     async fn publish_batch(&self, topic: &str, records: Vec<PublishRecord>) -> Result<Vec<u64>, LogError> {
-        check_topic(topic)?;
-        for record in &records {
-            check_record(&record.key, &record.payload, record.dedup_id.as_deref())?;
-        }
-        let topic = self.shared.topic(topic);
-        let mut answers = Vec::with_capacity(records.len());
-        // Invariant: the requests enter the writer's queue in order, so they
-        // are appended in order (mostly in one transaction).
-        for record in records {
-            let reservation = topic.reserve(self.shared.backlog_records_max).await;
-            let (reply, answer) = oneshot::channel();
-            let request = writer::PublishRequest {
-                topic: topic.clone(),
-                key: record.key,
-                payload: record.payload,
-                dedup_id: record.dedup_id,
-                reply,
-                reservation,
-            };
-            self.publishes.send(request).await.map_err(|_| LogError::Closed)?;
-            answers.push(answer);
-        }
-        let mut offsets = Vec::with_capacity(answers.len());
-        for answer in answers {
-            offsets.push(answer.await.map_err(|_| LogError::Closed)??);
-        }
-        Ok(offsets)
+        self.append_batch(topic, records, Durability::Full).await
+    }
+
+    async fn publish_provisional(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+        dedup_id: Option<&str>,
+    ) -> Result<u64, LogError> {
+        let record = PublishRecord { key: key.to_owned(), payload, dedup_id: dedup_id.map(str::to_owned) };
+        let offsets = self.append_batch(topic, vec![record], Durability::Deferred).await?;
+        Ok(offsets[0])
+    }
+
+    fn appender(&self, pool: &SqlitePool) -> Option<SqliteAppender> {
+        pool.same_pool(&self.shared.pool).then(|| SqliteAppender { shared: self.shared.clone() })
     }
 
     async fn subscribe(&self, topic: &str, name: &str) -> Result<Box<dyn Subscription>, LogError> {

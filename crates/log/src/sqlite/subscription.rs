@@ -132,8 +132,11 @@ impl SubscriptionShared {
         // this one waited for the lock.
         let newest = lock(&self.window).position;
         let (topic, name) = (self.topic.name.clone(), self.name.clone());
+        // Deferred: a stored position only permits pruning, which is a
+        // durable write after it; a position lost in a power cut means
+        // records given again, which consumers handle (at-least-once).
         self.pool
-            .write(move |tx| {
+            .write_deferred(move |tx| {
                 tx.execute(
                     "UPDATE log_subscriptions SET acked_offset = MAX(acked_offset, ?3) WHERE topic = ?1 AND name = ?2",
                     (&topic, &name, newest as i64),

@@ -1,0 +1,104 @@
+//! Appending records: the one SQL path every publish takes, whether in a
+//! write of the log's own or inside another component's transaction
+//! ([`SqliteAppender`]).
+
+use std::sync::Arc;
+
+use neurite_storage::{StorageError, now_ms};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{Shared, to_offset};
+use crate::api::{LogError, PublishRecord, check_record, check_topic};
+
+/// Appends `records` to `topic` in `tx` and returns each one's offset (the
+/// earlier record's for a repeated de-duplication ID). Offsets continue from
+/// `log_topics`, so appends of several transactions on the one writer
+/// connection never collide, and an undone append gives its offsets back.
+pub(crate) fn append(tx: &Transaction<'_>, topic: &str, records: &[PublishRecord]) -> Result<Vec<u64>, StorageError> {
+    let now = now_ms() as i64;
+    let mut offsets = Vec::with_capacity(records.len());
+    let mut find_dedup = tx.prepare_cached("SELECT offset FROM log_records WHERE topic = ?1 AND dedup_id = ?2")?;
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT last_offset FROM log_topics WHERE topic = ?1")?
+        .query_row([topic], |r| r.get(0))
+        .optional()?;
+    let mut last = to_offset(stored.unwrap_or(0))?;
+    let first = last;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO log_records (topic, offset, key, payload, dedup_id, created_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for record in records {
+        if let Some(dedup_id) = &record.dedup_id {
+            // Invariant: earlier records of this call are visible here, so a
+            // dedup ID repeated within one batch is appended once too.
+            let earlier: Option<i64> = find_dedup.query_row((topic, dedup_id), |r| r.get(0)).optional()?;
+            if let Some(earlier) = earlier {
+                offsets.push(to_offset(earlier)?);
+                continue;
+            }
+        }
+        last += 1;
+        insert.execute(params![topic, last as i64, record.key, record.payload, record.dedup_id, now])?;
+        offsets.push(last);
+    }
+    if last > first {
+        tx.prepare_cached(
+            "INSERT INTO log_topics (topic, last_offset) VALUES (?1, ?2)
+             ON CONFLICT (topic) DO UPDATE SET last_offset = excluded.last_offset",
+        )?
+        .execute((topic, last as i64))?;
+    }
+    Ok(offsets)
+}
+
+/// Appends records inside a write transaction of the database the log lives
+/// in, so they commit, or are undone, with the caller's own rows: no outbox
+/// and no commit of their own. From [`crate::Log::appender`], which gives
+/// one only to a caller writing through the log's own pool.
+///
+/// Use: [`Self::ready`] before the write, [`Self::append`] in it, and
+/// [`Self::committed`] once it committed, so subscribers see the records.
+#[derive(Clone)]
+pub struct SqliteAppender {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl SqliteAppender {
+    /// Waits until `topic`'s backlog is under the log's bound. Appends made
+    /// in a transaction cannot wait, so a writer checks before it writes;
+    /// the backlog may then exceed the bound by what that write appends.
+    ///
+    /// # Errors
+    /// [`LogError::Invalid`] for a bad topic.
+    pub async fn ready(&self, topic: &str) -> Result<(), LogError> {
+        check_topic(topic)?;
+        // A reservation taken and given straight back: it waits as a publish would.
+        drop(self.shared.topic(topic).reserve(self.shared.backlog_records_max).await);
+        Ok(())
+    }
+
+    /// Appends `records` to `topic` in `tx`, in order, and returns their
+    /// offsets. Nobody sees them before [`Self::committed`].
+    ///
+    /// # Errors
+    /// [`LogError::RecordTooLarge`], [`LogError::Invalid`], or the SQL fails
+    /// ([`LogError::Storage`]; the caller's transaction decides what is undone).
+    pub fn append(&self, tx: &Transaction<'_>, topic: &str, records: &[PublishRecord]) -> Result<Vec<u64>, LogError> {
+        check_topic(topic)?;
+        for record in records {
+            check_record(&record.key, &record.payload, record.dedup_id.as_deref())?;
+        }
+        Ok(append(tx, topic, records)?)
+    }
+
+    /// After the transaction that appended through `offset` committed: wakes
+    /// `topic`'s subscribers to read up to it.
+    ///
+    /// # Errors
+    /// [`LogError::Invalid`] for a bad topic.
+    pub fn committed(&self, topic: &str, offset: u64) -> Result<(), LogError> {
+        check_topic(topic)?;
+        self.shared.topic(topic).committed(offset);
+        Ok(())
+    }
+}
