@@ -36,6 +36,12 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Most writes one group commit takes; more wait for the next transaction.
 pub const GROUP_COMMIT_WRITES_MAX: usize = 512;
 
+/// Prepared statements each connection keeps for `prepare_cached`. Every
+/// component writes through the one writer connection, and one send runs
+/// several dozen distinct statements there; rusqlite's default of 16 made
+/// the cache thrash, so statements were parsed again on every send.
+pub const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 /// A handle to one SQLite database: cheap to clone, safe to share.
 #[derive(Clone)]
 pub struct SqlitePool {
@@ -212,6 +218,7 @@ fn commit_batch(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) {
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -137,10 +137,10 @@ impl SubscriptionShared {
         // records given again, which consumers handle (at-least-once).
         self.pool
             .write_deferred(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE log_subscriptions SET acked_offset = MAX(acked_offset, ?3) WHERE topic = ?1 AND name = ?2",
-                    (&topic, &name, newest as i64),
-                )?;
+                )?
+                .execute((&topic, &name, newest as i64))?;
                 Ok::<_, StorageError>(())
             })
             .await?;

@@ -148,10 +148,10 @@ impl RoomTables for Transaction<'_> {
 
     fn update_room(&self, room_nid: i64, snapshot: i64, latest: &[i64]) -> Res<()> {
         let latest = serde_json::to_string(latest).map_err(corrupt)?;
-        self.execute(
+        self.prepare_cached(
             "UPDATE roomserver_rooms SET state_snapshot_nid = ?2, latest_event_nids = ?3 WHERE room_nid = ?1",
-            params![room_nid, snapshot, latest],
-        )?;
+        )?
+        .execute(params![room_nid, snapshot, latest])?;
         Ok(())
     }
 
@@ -205,10 +205,9 @@ impl RoomTables for Transaction<'_> {
     }
 
     fn insert_block(&self, entries: &BTreeMap<StateKeyTuple, i64>) -> Res<i64> {
-        let nid: i64 =
-            self.query_row("SELECT COALESCE(MAX(state_block_nid), 0) + 1 FROM roomserver_state_blocks", [], |r| {
-                r.get(0)
-            })?;
+        let nid: i64 = self
+            .prepare_cached("SELECT COALESCE(MAX(state_block_nid), 0) + 1 FROM roomserver_state_blocks")?
+            .query_row([], |r| r.get(0))?;
         let mut stmt = self.prepare_cached(
             "INSERT INTO roomserver_state_blocks (state_block_nid, event_type_nid, state_key_nid, event_nid)
              VALUES (?1, ?2, ?3, ?4)",
@@ -231,10 +230,8 @@ impl RoomTables for Transaction<'_> {
 
     fn insert_snapshot(&self, room_nid: i64, blocks: &[BlockRef]) -> Res<i64> {
         let text = serde_json::to_string(blocks).map_err(corrupt)?;
-        self.execute(
-            "INSERT INTO roomserver_state_snapshots (room_nid, state_blocks) VALUES (?1, ?2)",
-            params![room_nid, text],
-        )?;
+        self.prepare_cached("INSERT INTO roomserver_state_snapshots (room_nid, state_blocks) VALUES (?1, ?2)")?
+            .execute(params![room_nid, text])?;
         Ok(self.last_insert_rowid())
     }
 

@@ -199,27 +199,27 @@ impl UserStore for SqliteUserStore {
         let hash = hash.to_vec();
         self.pool
             .read(move |tx| {
+                // Cached: every authenticated request runs this join.
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT t.localpart, t.device_id, t.expires_ts, a.is_admin, t.retires_refresh_hash,
                                 d.last_seen_ts, d.last_seen_ip
                          FROM userapi_access_tokens t
                          JOIN userapi_accounts a ON a.localpart = t.localpart
                          JOIN userapi_devices d ON d.localpart = t.localpart AND d.device_id = t.device_id
                          WHERE t.token_hash = ?1 AND a.deactivated = 0",
-                        [&hash],
-                        |r| {
-                            Ok(TokenRow {
-                                localpart: r.get(0)?,
-                                device_id: r.get(1)?,
-                                expires_ts: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                                is_admin: r.get(3)?,
-                                retires_refresh_hash: r.get(4)?,
-                                last_seen_ts: r.get::<_, i64>(5)? as u64,
-                                last_seen_ip: r.get(6)?,
-                            })
-                        },
-                    )
+                    )?
+                    .query_row([&hash], |r| {
+                        Ok(TokenRow {
+                            localpart: r.get(0)?,
+                            device_id: r.get(1)?,
+                            expires_ts: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                            is_admin: r.get(3)?,
+                            retires_refresh_hash: r.get(4)?,
+                            last_seen_ts: r.get::<_, i64>(5)? as u64,
+                            last_seen_ip: r.get(6)?,
+                        })
+                    })
                     .optional()?)
             })
             .await
