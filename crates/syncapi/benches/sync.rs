@@ -8,6 +8,9 @@
 //! does), rooms in parallel. The old token is taken between the two phases,
 //! so an incremental sync from it is 10,000 events behind.
 //!
+//! Each measured sync ends in its serialized body, as the client API
+//! answers it (assembling alone would leave the serializing out).
+//!
 //! `cargo bench -p neurite-syncapi --bench sync`. Figures are never asserted
 //! in tests. The fixture is built once per process, and only if a benchmark
 //! of this file is selected.
@@ -85,8 +88,15 @@ fn request(since: Option<&str>) -> SyncRequest {
     }
 }
 
-async fn sync(service: &SyncService, since: Option<&str>) -> Value {
-    service.sync(&UserId::parse(USER).unwrap(), device_id!("BENCH"), request(since)).await.unwrap()
+/// A sync's body, serialized.
+async fn sync(service: &SyncService, since: Option<&str>) -> Vec<u8> {
+    let body = service.sync(&UserId::parse(USER).unwrap(), device_id!("BENCH"), request(since)).await.unwrap();
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// A sync's body, parsed back, for checks outside the measurements.
+async fn sync_value(service: &SyncService, since: Option<&str>) -> Value {
+    serde_json::from_slice(&sync(service, since).await).unwrap()
 }
 
 /// A complete sync once the sync API has applied `events` events (it
@@ -94,7 +104,7 @@ async fn sync(service: &SyncService, since: Option<&str>) -> Value {
 /// before that).
 async fn complete_sync_at(service: &SyncService, events: u64) -> Value {
     loop {
-        let body = sync(service, None).await;
+        let body = sync_value(service, None).await;
         let at: SyncToken = body["next_batch"].as_str().unwrap().parse().unwrap();
         if at.events >= events {
             return body;
@@ -159,7 +169,7 @@ async fn fixture() -> Fixture {
 /// the full state only in the complete sync.
 async fn check(f: &Fixture) {
     for (since, state_len) in [(None, STATE_EVENTS_PER_ROOM), (Some(f.old.as_str()), 0)] {
-        let body = sync(&f.sync, since).await;
+        let body = sync_value(&f.sync, since).await;
         let join = body["rooms"]["join"].as_object().unwrap();
         assert_eq!(join.len(), ROOMS);
         for room in join.values() {

@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use ruma::{DeviceId, RoomId, UserId};
 use serde_json::Value as JsonValue;
 
+use crate::response::{MessagesResponse, SyncResponse};
+
 /// Which events a room timeline (or `/messages`) returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoomEventFilter {
@@ -75,7 +77,12 @@ pub enum SyncError {
 pub trait SyncApi: Send + Sync {
     /// Answers `/sync` for one device: complete without `since`, incremental
     /// with it, waiting up to `timeout_ms` for something new.
-    async fn sync(&self, user_id: &UserId, device_id: &DeviceId, request: SyncRequest) -> Result<JsonValue, SyncError>;
+    async fn sync(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        request: SyncRequest,
+    ) -> Result<SyncResponse, SyncError>;
 
     /// The room's state at a sync token (after every event up to its
     /// position), as client-format events, for `/members?at=`. The user must
@@ -88,5 +95,5 @@ pub trait SyncApi: Send + Sync {
         user_id: &UserId,
         room_id: &RoomId,
         request: MessagesRequest,
-    ) -> Result<JsonValue, SyncError>;
+    ) -> Result<MessagesResponse, SyncError>;
 }

@@ -48,8 +48,13 @@ fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, Stora
     let mut wake: BTreeSet<String> = BTreeSet::new();
     for id in &adds_state_event_ids {
         let Some((_, ty, Some(key), json)) = storage::event_by_id(t, id.as_str())? else { continue };
-        let membership =
-            (ty == "m.room.member").then(|| json["content"]["membership"].as_str().unwrap_or("leave").to_owned());
+        // Only a member event is parsed: its membership is in its content.
+        let membership = if ty == "m.room.member" {
+            let json = storage::parse(&json)?;
+            Some(json["content"]["membership"].as_str().unwrap_or("leave").to_owned())
+        } else {
+            None
+        };
         let state_key = (ty.clone(), key.clone());
         let removed = removed_by_key.remove(&state_key);
         storage::apply_state_change(

@@ -9,11 +9,13 @@
 mod api;
 mod consumer;
 mod notifier;
+mod response;
 mod service;
 mod storage;
 mod token;
 
 pub use api::{MessagesRequest, RoomEventFilter, SyncApi, SyncError, SyncRequest};
+pub use response::{MessagesResponse, SyncResponse};
 pub use service::SyncService;
 pub use token::{STREAMS, SyncToken};
 

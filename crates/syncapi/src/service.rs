@@ -14,6 +14,9 @@ use serde_json::{Map, Value as JsonValue, json};
 
 use crate::api::{MessagesRequest, RoomEventFilter, SyncApi, SyncError, SyncRequest};
 use crate::notifier::Notifier;
+use crate::response::{
+    DeviceLists, Events, InvitedRoom, MessagesResponse, RawEvent, Rooms, SyncResponse, SyncRoom, Timeline,
+};
 use crate::storage::{self, EventRow, MIGRATIONS};
 use crate::token::SyncToken;
 use crate::{TIMELINE_LIMIT_DEFAULT, consumer};
@@ -58,20 +61,39 @@ fn parse_token(token: &str) -> Result<SyncToken, SyncError> {
     token.parse().map_err(|e: String| SyncError::BadToken(e))
 }
 
-/// The client-format JSON of an event for one device (its own transaction
-/// ID in `unsigned`).
-fn for_device(row: EventRow, device_id: &str) -> JsonValue {
-    let mut json = row.json;
-    if row.txn_device_id.as_deref() == Some(device_id)
-        && let Some(txn_id) = row.txn_id
-    {
-        json["unsigned"]["transaction_id"] = json!(txn_id);
+/// The client-format JSON of an event for one device: the stored text as
+/// is, except for the device that sent it, which gets its transaction ID in
+/// `unsigned` (created if absent): only those few events are parsed.
+fn for_device(row: EventRow, device_id: &str) -> Result<RawEvent, StorageError> {
+    let txn_id = match row.txn_id {
+        Some(txn_id) if row.txn_device_id.as_deref() == Some(device_id) => txn_id,
+        _ => return Ok(row.json),
+    };
+    let mut json = storage::parse(&row.json)?;
+    let corrupt = |what: &str| StorageError::Corrupt(format!("event at {}: {what} is not an object", row.position));
+    let JsonValue::Object(event) = &mut json else { return Err(corrupt("the event")) };
+    let unsigned = event.entry("unsigned").or_insert(JsonValue::Null);
+    if unsigned.is_null() {
+        *unsigned = JsonValue::Object(Map::new());
     }
-    json
+    let JsonValue::Object(unsigned) = unsigned else { return Err(corrupt("unsigned")) };
+    unsigned.insert("transaction_id".into(), JsonValue::String(txn_id));
+    serde_json::value::to_raw_value(&json).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
-fn stripped(event: &JsonValue) -> JsonValue {
-    json!({"type": event["type"], "state_key": event["state_key"], "sender": event["sender"], "content": event["content"]})
+/// A string in one stored event, at a JSON pointer (`None`: no such event,
+/// or no string there). Parses that one event.
+fn string_in(t: &Transaction<'_>, event_id: &str, pointer: &str) -> Result<Option<String>, StorageError> {
+    let Some(json) = storage::event_json(t, event_id)? else { return Ok(None) };
+    Ok(storage::parse(&json)?.pointer(pointer).and_then(JsonValue::as_str).map(str::to_owned))
+}
+
+/// The stripped form of a stored event, for `invite_state` (parsed: an
+/// invite shows a few events).
+fn stripped(t: &Transaction<'_>, event_id: &str) -> Result<Option<JsonValue>, StorageError> {
+    let Some(json) = storage::event_json(t, event_id)? else { return Ok(None) };
+    let e = storage::parse(&json)?;
+    Ok(Some(json!({"type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"]})))
 }
 
 fn room_allowed(filter: &RoomEventFilter, room_id: &str) -> bool {
@@ -96,9 +118,7 @@ fn visible_to(
     let vis_key = ("m.room.history_visibility".to_owned(), String::new());
     let content_of = |event_id: Option<&String>| -> Result<String, StorageError> {
         let Some(event_id) = event_id else { return Ok("shared".into()) };
-        Ok(storage::event_by_id(t, event_id)?
-            .and_then(|(_, _, _, json)| json["content"]["history_visibility"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "shared".into()))
+        Ok(string_in(t, event_id, "/content/history_visibility")?.unwrap_or_else(|| "shared".into()))
     };
     let keys = BTreeSet::from([vis_key.clone()]);
     let mut visibility = content_of(storage::state_before(t, room_id, first, Some(&keys))?.get(&vis_key))?;
@@ -117,13 +137,13 @@ fn visible_to(
         while m < member_changes.len() && member_changes[m].0 < event.position {
             let added = member_changes[m].1.as_ref();
             membership = match added {
-                Some(id) => storage::event_by_id(t, id)?
-                    .and_then(|(_, _, _, json)| json["content"]["membership"].as_str().map(str::to_owned)),
+                Some(id) => string_in(t, id, "/content/membership")?,
                 None => None,
             };
             m += 1;
         }
-        let own_membership = event.json["type"] == "m.room.member" && event.json["state_key"] == user_id;
+        // From the row's columns: the events themselves stay unparsed.
+        let own_membership = event.event_type == "m.room.member" && event.state_key.as_deref() == Some(user_id);
         let allowed = own_membership
             || match visibility.as_str() {
                 "joined" => membership.as_deref() == Some("join"),
@@ -140,36 +160,32 @@ fn visible_to(
 
 /// One room's timeline and state for a sync.
 struct RoomSync {
-    timeline: Vec<JsonValue>,
+    timeline: Vec<RawEvent>,
     limited: bool,
     prev_batch: SyncToken,
-    state: Vec<JsonValue>,
+    state: Vec<RawEvent>,
     /// Whether `state` is `state_after`.
     state_after: bool,
 }
 
 impl RoomSync {
-    fn into_json(self) -> JsonValue {
-        // Built by moving the events in: `json!` would serialize a copy of
-        // every event, and a sync of hundreds of rooms would hold both.
-        let mut timeline = Map::new();
-        timeline.insert("events".into(), JsonValue::Array(self.timeline));
-        timeline.insert("limited".into(), self.limited.into());
-        timeline.insert("prev_batch".into(), self.prev_batch.to_string().into());
-        let mut room = Map::new();
-        room.insert("timeline".into(), JsonValue::Object(timeline));
-        room.insert("account_data".into(), events(Vec::new()));
-        room.insert("ephemeral".into(), events(Vec::new()));
-        room.insert(if self.state_after { "state_after" } else { "state" }.into(), events(self.state));
-        JsonValue::Object(room)
+    fn into_response(self) -> SyncRoom {
+        // The events move in: a response holds each event's stored text once,
+        // until it is serialized.
+        let state = Some(Events { events: self.state });
+        let (state, state_after) = if self.state_after { (None, state) } else { (state, None) };
+        SyncRoom {
+            account_data: Events::default(),
+            ephemeral: Events::default(),
+            state,
+            state_after,
+            timeline: Timeline {
+                events: self.timeline,
+                limited: self.limited,
+                prev_batch: self.prev_batch.to_string(),
+            },
+        }
     }
-}
-
-/// `{"events": [...]}`, moving the events in.
-fn events(list: Vec<JsonValue>) -> JsonValue {
-    let mut object = Map::new();
-    object.insert("events".into(), JsonValue::Array(list));
-    JsonValue::Object(object)
 }
 
 /// The timeline of a room in (`after`, `upto`] and the state at its start:
@@ -209,7 +225,7 @@ fn room_sync(
     };
     let state = storage::events_json(t, state_ids.into_values())?;
     Ok(RoomSync {
-        timeline: events.into_iter().map(|e| for_device(e, device_id)).collect(),
+        timeline: events.into_iter().map(|e| for_device(e, device_id)).collect::<Result<_, _>>()?,
         // A newly joined room, or a full sync, always says earlier events exist.
         limited: more || (full && after == 0 && start > 1),
         prev_batch: SyncToken::at((start - 1).max(0) as u64),
@@ -225,12 +241,13 @@ fn build_sync(
     device_id: &str,
     since: Option<SyncToken>,
     request: &SyncRequest,
-) -> Result<(JsonValue, bool), StorageError> {
+) -> Result<(SyncResponse, bool), StorageError> {
     let reader = Reader { user_id, device_id, state_after: request.use_state_after };
     let now = storage::max_position(t)?;
     let since_pos = since.map(|s| (s.events as i64).min(now));
     let filter = &request.timeline;
-    let (mut join, mut invite, mut leave) = (Map::new(), Map::new(), Map::new());
+    let mut rooms = Rooms::default();
+    let Rooms { join, invite, leave, .. } = &mut rooms;
     let changed = match since_pos {
         Some(s) => storage::membership_changes(t, user_id, s, now)?,
         None => BTreeSet::new(),
@@ -241,7 +258,7 @@ fn build_sync(
         }
         match (membership.as_str(), since_pos) {
             ("join", None) => {
-                join.insert(room_id.clone(), room_sync(t, reader, &room_id, 0, now, true, filter)?.into_json());
+                join.insert(room_id.clone(), room_sync(t, reader, &room_id, 0, now, true, filter)?.into_response());
             }
             ("join", Some(s)) => {
                 // A room is newly joined only if the user was not joined at `since`:
@@ -255,7 +272,7 @@ fn build_sync(
                     if newly {
                         sync.limited = true;
                     }
-                    join.insert(room_id.clone(), sync.into_json());
+                    join.insert(room_id.clone(), sync.into_response());
                 }
             }
             ("invite", _) if since_pos.is_none_or(|s| position > s) => {
@@ -264,45 +281,37 @@ fn build_sync(
                 for ((ty, key), event_id) in &current {
                     let inviter_or_me = ty == "m.room.member" && key == user_id;
                     if INVITE_STATE_TYPES.contains(&ty.as_str()) || inviter_or_me {
-                        state.extend(storage::events_json(t, [event_id.clone()])?.iter().map(stripped));
+                        state.extend(stripped(t, event_id)?);
                     }
                 }
                 // The inviter's member event.
                 if let Some(me) = current.get(&("m.room.member".to_owned(), user_id.to_owned()))
-                    && let Some((_, _, _, invite_event)) = storage::event_by_id(t, me)?
-                    && let Some(inviter) = invite_event["sender"].as_str()
-                    && let Some(theirs) = current.get(&("m.room.member".to_owned(), inviter.to_owned()))
+                    && let Some(inviter) = string_in(t, me, "/sender")?
+                    && let Some(theirs) = current.get(&("m.room.member".to_owned(), inviter))
                 {
-                    state.extend(storage::events_json(t, [theirs.clone()])?.iter().map(stripped));
+                    state.extend(stripped(t, theirs)?);
                 }
-                let mut invite_state = Map::new();
-                invite_state.insert("invite_state".into(), events(state));
-                invite.insert(room_id.clone(), JsonValue::Object(invite_state));
+                invite.insert(room_id.clone(), InvitedRoom { invite_state: Events { events: state } });
             }
             ("leave" | "ban", Some(s)) if position > s => {
                 // The events up to the leave, with the state at their start.
                 let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
                 let sync = room_sync(t, reader, &room_id, s, position, !joined_before, filter)?;
-                leave.insert(room_id.clone(), sync.into_json());
+                leave.insert(room_id.clone(), sync.into_response());
             }
             _ => {}
         }
     }
     let updates = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
-    let mut rooms = Map::new();
-    rooms.insert("join".into(), JsonValue::Object(join));
-    rooms.insert("invite".into(), JsonValue::Object(invite));
-    rooms.insert("leave".into(), JsonValue::Object(leave));
-    rooms.insert("knock".into(), JsonValue::Object(Map::new()));
-    let mut body = json!({
-        "next_batch": SyncToken::at(now as u64).to_string(),
-        "account_data": {"events": []},
-        "presence": {"events": []},
-        "to_device": {"events": []},
-        "device_lists": {"changed": [], "left": []},
-        "device_one_time_keys_count": {},
-    });
-    body["rooms"] = JsonValue::Object(rooms);
+    let body = SyncResponse {
+        account_data: Events::default(),
+        device_lists: DeviceLists::default(),
+        device_one_time_keys_count: Default::default(),
+        next_batch: SyncToken::at(now as u64).to_string(),
+        presence: Events::default(),
+        rooms,
+        to_device: Events::default(),
+    };
     Ok((body, updates))
 }
 
@@ -346,7 +355,12 @@ impl SyncService {
 
 #[async_trait]
 impl SyncApi for SyncService {
-    async fn sync(&self, user_id: &UserId, device_id: &DeviceId, request: SyncRequest) -> Result<JsonValue, SyncError> {
+    async fn sync(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        request: SyncRequest,
+    ) -> Result<SyncResponse, SyncError> {
         let since = request.since.as_deref().map(parse_token).transpose()?;
         self.catch_up().await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.min(SYNC_TIMEOUT_MS_MAX));
@@ -382,7 +396,9 @@ impl SyncApi for SyncService {
                     _ => return Ok(Err(SyncError::Forbidden("You were not in this room at that point".into()))),
                 }
                 let state = storage::state_before(t, &room, position + 1, None)?;
-                Ok(Ok(storage::events_json(t, state.into_values())?))
+                // Not a hot path: `/members?at=` answers with parsed events.
+                let events = storage::events_json(t, state.into_values())?;
+                Ok(Ok(events.iter().map(|e| storage::parse(e)).collect::<Result<_, _>>()?))
             })
             .await
             .map_err(fault)?
@@ -393,7 +409,7 @@ impl SyncApi for SyncService {
         user_id: &UserId,
         room_id: &RoomId,
         request: MessagesRequest,
-    ) -> Result<JsonValue, SyncError> {
+    ) -> Result<MessagesResponse, SyncError> {
         let from = request.from.as_deref().map(parse_token).transpose()?;
         let to = request.to.as_deref().map(parse_token).transpose()?;
         self.catch_up().await?;
@@ -422,21 +438,57 @@ impl SyncApi for SyncService {
                 let (first, last) = (events.first().map(|e| e.position), events.last().map(|e| e.position));
                 let shown = visible_to(t, &user, &room, events)?;
                 let start = from.unwrap_or_else(|| SyncToken::at(if request.backwards { upto } else { after } as u64));
-                let mut chunk: Vec<JsonValue> = shown.into_iter().map(|e| e.json).collect();
+                let mut chunk: Vec<RawEvent> = shown.into_iter().map(|e| e.json).collect();
                 let end = if request.backwards {
                     chunk.reverse();
                     first.map(|p| SyncToken::at((p - 1) as u64))
                 } else {
                     last.map(|p| SyncToken::at(p as u64))
                 };
-                let mut body = json!({"start": start.to_string(), "state": []});
-                body["chunk"] = JsonValue::Array(chunk);
-                if more && let Some(end) = end {
-                    body["end"] = json!(end.to_string());
-                }
-                Ok(Ok(body))
+                let end = end.filter(|_| more).map(|end| end.to_string());
+                Ok(Ok(MessagesResponse { chunk, end, start: start.to_string(), state: Vec::new() }))
             })
             .await
             .map_err(fault)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn row(json: &str, txn: Option<(&str, &str)>) -> EventRow {
+        EventRow {
+            position: 7,
+            event_type: "m.room.message".into(),
+            state_key: None,
+            json: RawValue::from_string(json.to_owned()).unwrap(),
+            txn_device_id: txn.map(|t| t.0.to_owned()),
+            txn_id: txn.map(|t| t.1.to_owned()),
+        }
+    }
+
+    #[test]
+    fn only_the_sending_device_gets_its_transaction_id_and_other_events_stay_as_stored() {
+        let stored = r#"{"content":{"body":"hi"},"event_id":"$a","type":"m.room.message","unsigned":{"age":3}}"#;
+        let mine = for_device(row(stored, Some(("DEV", "t1"))), "DEV").unwrap();
+        assert_eq!(
+            serde_json::from_str::<JsonValue>(mine.get()).unwrap(),
+            json!({"content": {"body": "hi"}, "event_id": "$a", "type": "m.room.message",
+                   "unsigned": {"age": 3, "transaction_id": "t1"}}),
+        );
+        assert_eq!(for_device(row(stored, Some(("OTHER", "t1"))), "DEV").unwrap().get(), stored);
+        assert_eq!(for_device(row(stored, None), "DEV").unwrap().get(), stored);
+        // No `unsigned` (or a null one): created, as `json["unsigned"][..] =` did.
+        for stored in [r#"{"event_id":"$b"}"#, r#"{"event_id":"$b","unsigned":null}"#] {
+            let mine = for_device(row(stored, Some(("DEV", "t2"))), "DEV").unwrap();
+            assert_eq!(mine.get(), r#"{"event_id":"$b","unsigned":{"transaction_id":"t2"}}"#);
+        }
+        // Corrupt rows are errors, not panics.
+        for stored in ["[1]", r#"{"unsigned":1}"#] {
+            assert!(matches!(for_device(row(stored, Some(("DEV", "t3"))), "DEV"), Err(StorageError::Corrupt(_))));
+        }
     }
 }

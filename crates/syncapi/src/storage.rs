@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use neurite_storage::{Migration, StorageError};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value as JsonValue;
+use serde_json::value::RawValue;
 
 use crate::api::RoomEventFilter;
+use crate::response::RawEvent;
 
 /// The sync API's migrations.
 pub(crate) static MIGRATIONS: &[Migration] =
@@ -19,17 +21,33 @@ pub(crate) type Res<T> = Result<T, StorageError>;
 /// A state key: (event type, state key).
 pub(crate) type StateKey = (String, String);
 
-/// An event row as served.
-#[derive(Debug, Clone)]
+/// An event row as served: its stored JSON text, unparsed, with the columns
+/// the sync assembly reads instead of the JSON.
+#[derive(Debug)]
 pub(crate) struct EventRow {
     pub position: i64,
-    pub json: JsonValue,
+    /// The event's `type`, from its column.
+    pub event_type: String,
+    /// The event's `state_key` (`None`: not a state event), from its column.
+    pub state_key: Option<String>,
+    pub json: RawEvent,
     pub txn_device_id: Option<String>,
     pub txn_id: Option<String>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
+}
+
+/// A stored event's JSON text as served: checked to be JSON, not parsed into
+/// a tree, and not copied (the column's `String` becomes the `RawValue`).
+fn raw(json: String) -> Res<RawEvent> {
+    RawValue::from_string(json).map_err(corrupt)
+}
+
+/// Parses a stored event, for the few whose fields must be read or changed.
+pub(crate) fn parse(json: &RawValue) -> Res<JsonValue> {
+    serde_json::from_str(json.get()).map_err(corrupt)
 }
 
 /// The offset of the output log applied last.
@@ -74,7 +92,7 @@ pub(crate) fn insert_event(t: &Transaction<'_>, event: &JsonValue, txn: Option<(
 }
 
 /// A stored event: its room, type, state key and JSON.
-pub(crate) type StoredEvent = (String, String, Option<String>, JsonValue);
+pub(crate) type StoredEvent = (String, String, Option<String>, RawEvent);
 
 /// An event by ID.
 pub(crate) fn event_by_id(t: &Transaction<'_>, event_id: &str) -> Res<Option<StoredEvent>> {
@@ -82,7 +100,16 @@ pub(crate) fn event_by_id(t: &Transaction<'_>, event_id: &str) -> Res<Option<Sto
         .prepare_cached("SELECT room_id, event_type, state_key, json FROM syncapi_events WHERE event_id = ?1")?
         .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    row.map(|(room, ty, key, json)| Ok((room, ty, key, serde_json::from_str(&json).map_err(corrupt)?))).transpose()
+    row.map(|(room, ty, key, json)| Ok((room, ty, key, raw(json)?))).transpose()
+}
+
+/// An event's JSON by ID.
+pub(crate) fn event_json(t: &Transaction<'_>, event_id: &str) -> Res<Option<RawEvent>> {
+    let json: Option<String> = t
+        .prepare_cached("SELECT json FROM syncapi_events WHERE event_id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?;
+    json.map(raw).transpose()
 }
 
 /// Applies one change of a room's current state at `position`.
@@ -227,19 +254,20 @@ pub(crate) fn room_events(
     let filter = filter_sql(filter, &mut args);
     let order = if forwards { "ASC" } else { "DESC" };
     let sql = format!(
-        "SELECT position, json, txn_device_id, txn_id FROM syncapi_events
+        "SELECT position, event_type, state_key, json, txn_device_id, txn_id FROM syncapi_events
          WHERE room_id = ?1 AND position > ?2 AND position <= ?3{filter} ORDER BY position {order} LIMIT {}",
         limit + 1
     );
     let mut stmt = t.prepare_cached(&sql)?;
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![&room_id, &after, &upto];
     values.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
-    let rows =
-        stmt.query_map(values.as_slice(), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))?;
+    let rows = stmt.query_map(values.as_slice(), |r| {
+        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
+    })?;
     let mut events = Vec::new();
     for row in rows {
-        let (position, json, txn_device_id, txn_id) = row?;
-        events.push(EventRow { position, json: serde_json::from_str(&json).map_err(corrupt)?, txn_device_id, txn_id });
+        let (position, event_type, state_key, json, txn_device_id, txn_id) = row?;
+        events.push(EventRow { position, event_type, state_key, json: raw(json)?, txn_device_id, txn_id });
     }
     let more = events.len() > limit;
     events.truncate(limit);
@@ -304,10 +332,10 @@ pub(crate) fn state_keys_changed(
 }
 
 /// Events by ID, as JSON, in the order given (unknown ones skipped).
-pub(crate) fn events_json(t: &Transaction<'_>, ids: impl IntoIterator<Item = String>) -> Res<Vec<JsonValue>> {
+pub(crate) fn events_json(t: &Transaction<'_>, ids: impl IntoIterator<Item = String>) -> Res<Vec<RawEvent>> {
     let mut out = Vec::new();
     for id in ids {
-        if let Some((_, _, _, json)) = event_by_id(t, &id)? {
+        if let Some(json) = event_json(t, &id)? {
             out.push(json);
         }
     }

@@ -3,12 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use neurite_core::{MatrixError, MatrixResult};
-use neurite_syncapi::{MessagesRequest, RoomEventFilter, SyncError, SyncRequest};
+use neurite_syncapi::{MessagesRequest, MessagesResponse, RoomEventFilter, SyncError, SyncRequest, SyncResponse};
 use ruma::api::Direction;
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter as RumaRoomEventFilter};
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::sync::sync_events;
-use serde_json::Value as JsonValue;
 
 use crate::{ClientApi, Ruma};
 
@@ -51,7 +50,7 @@ fn timeline_filter(
 pub(crate) async fn sync(
     State(api): State<ClientApi>,
     req: Ruma<sync_events::v3::Request>,
-) -> MatrixResult<Json<JsonValue>> {
+) -> MatrixResult<Json<SyncResponse>> {
     let session = req.session();
     let body = &req.body;
     let definition = match &body.filter {
@@ -87,7 +86,7 @@ pub(crate) async fn sync(
 pub(crate) async fn messages(
     State(api): State<ClientApi>,
     req: Ruma<get_message_events::v3::Request>,
-) -> MatrixResult<Json<JsonValue>> {
+) -> MatrixResult<Json<MessagesResponse>> {
     let body = &req.body;
     if api.rooms().room_version(&body.room_id).await.map_err(super::rooms::fault)?.is_none() {
         return Err(MatrixError::not_found("Unknown room"));
