@@ -19,4 +19,4 @@ mod sqlite;
 pub use api::{
     Acker, Acknowledge, INPUT_ROOM_EVENT, Log, LogError, OUTPUT_ROOM_EVENT, PublishRecord, Record, Subscription,
 };
-pub use sqlite::{SqliteAppender, SqliteLog};
+pub use sqlite::{Appended, SqliteAppender, SqliteLog};

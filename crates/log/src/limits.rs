@@ -31,6 +31,14 @@ pub const SUBSCRIPTION_BATCH_RECORDS_MAX: usize = 256;
 /// least one record, which may alone be up to [`RECORD_BYTES_MAX`]).
 pub const SUBSCRIPTION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Most records, per topic, the SQLite log keeps in memory after their
+/// commit, so subscribers in this process take them from there instead of
+/// reading them back (they fall back to the database for older ones).
+pub const RECENT_RECORDS_MAX: usize = 256;
+
+/// Most payload bytes, per topic, those recent records may hold.
+pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
+
 /// Most records `SqliteLog::prune` deletes in one write; it loops over as
 /// many writes as it needs, letting other writes in between. Small, because
 /// every write queued behind a prune waits for it: 10,000 records (each with

@@ -481,30 +481,55 @@ async fn an_appender_puts_records_in_the_writers_own_transaction() {
             let (appender, record) = (appender.clone(), record("undone"));
             move |tx| {
                 appender
-                    .append(tx, OUTPUT_ROOM_EVENT, &[record])
+                    .append(tx, OUTPUT_ROOM_EVENT, vec![record])
                     .map_err(|e| neurite_storage::StorageError::Corrupt(e.to_string()))?;
                 Err::<(), _>(neurite_storage::StorageError::Corrupt("the writer's own rows failed".into()))
             }
         })
         .await;
     assert!(failed.is_err());
-    let offsets = pool
+    let appended = pool
         .write({
             let (appender, records) = (appender.clone(), vec![record("one"), record("two")]);
             move |tx| {
                 appender
-                    .append(tx, OUTPUT_ROOM_EVENT, &records)
+                    .append(tx, OUTPUT_ROOM_EVENT, records)
                     .map_err(|e| neurite_storage::StorageError::Corrupt(e.to_string()))
             }
         })
         .await
         .unwrap();
-    assert_eq!(offsets, [1, 2]);
+    assert_eq!(appended.offsets().collect::<Vec<_>>(), [1, 2]);
     // Committed but not announced: readers are not woken yet.
     assert_nothing_new(&mut sub).await;
-    appender.committed(OUTPUT_ROOM_EVENT, 2).unwrap();
+    appender.committed(appended);
     assert_eq!(payloads(&next(&mut sub, 10).await), ["one", "two"]);
     // Publishes continue after the appended offsets.
     assert_eq!(log.publish(OUTPUT_ROOM_EVENT, "!a:x", b"three".to_vec(), None).await.unwrap(), 3);
     assert_eq!(payloads(&next(&mut sub, 10).await), ["three"]);
+}
+
+#[tokio::test]
+async fn readers_behind_the_records_kept_in_memory_read_the_rest_from_the_database() {
+    use neurite_log::limits::RECENT_RECORDS_MAX;
+
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
+    // More than memory keeps: the oldest come from the database, the newest
+    // from memory, and the reader sees one unbroken sequence either way.
+    let total = RECENT_RECORDS_MAX * 2 + 10;
+    for i in 0..total {
+        publish(&log, if i % 2 == 0 { "!a:x" } else { "!b:x" }, &format!("r{i}")).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        let records = next(&mut sub, 100).await;
+        assert!(records.len() <= 100);
+        seen.extend(records);
+    }
+    assert_eq!(offsets(&seen), (1..=total as u64).collect::<Vec<_>>());
+    assert_eq!(payloads(&seen), (0..total).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    assert_eq!(seen[1].key, "!b:x");
+    assert_nothing_new(&mut sub).await;
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neurite_log::{Log, PublishRecord, Record, SqliteAppender};
+use neurite_log::{Appended, Log, PublishRecord, Record, SqliteAppender};
 use neurite_storage::coalesce::Coalescer;
 use neurite_storage::sqlite::{SqlitePool, savepoint};
 use neurite_storage::{StorageError, now_ms};
@@ -33,13 +33,13 @@ use crate::storage::sqlite::MIGRATIONS;
 type OutboxEntry = (i64, String, Vec<u8>);
 
 /// What [`Roomserver::process`] did: each input done (request ID, verdict,
-/// outbox entries), the last output offset appended in the transaction (if
-/// any), then the failure that stopped it, if any.
-type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Option<u64>, Option<StorageError>);
+/// outbox entries), the outputs appended in the transaction, then the
+/// failure that stopped it, if any.
+type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Vec<Appended>, Option<StorageError>);
 
 /// What one input left to do after its transaction: outbox entries to
-/// publish, or the last offset it appended to the output log itself.
-type Outputs = (Vec<OutboxEntry>, Option<u64>);
+/// publish, or the outputs it appended to the output log itself.
+type Outputs = (Vec<OutboxEntry>, Option<Appended>);
 
 /// Runs one input inside the open transaction; see [`Roomserver::process`].
 /// With an `appender` its outputs go straight into the output log (in this
@@ -67,10 +67,10 @@ fn process_one(
         Some(appender) => {
             let records: Vec<PublishRecord> =
                 records.into_iter().map(|(key, payload)| PublishRecord { key, payload, dedup_id: None }).collect();
-            let offsets = appender
-                .append(tx, neurite_log::OUTPUT_ROOM_EVENT, &records)
+            let appended = appender
+                .append(tx, neurite_log::OUTPUT_ROOM_EVENT, records)
                 .map_err(|e| StorageError::Corrupt(format!("appending outputs: {e}")))?;
-            (Vec::new(), offsets.into_iter().max())
+            (Vec::new(), Some(appended))
         }
         None => {
             let mut entries = Vec::with_capacity(records.len());
@@ -362,9 +362,10 @@ impl Roomserver {
         // Invariant: an event's output is published before its writer hears
         // the verdict, so a reader that caught up with the output log has
         // seen it (read-your-writes).
-        if let (Some(appender), Some(offset)) = (&self.inner.appender, appended) {
-            // Only a bad topic name fails, and this one is a constant.
-            let _ = appender.committed(neurite_log::OUTPUT_ROOM_EVENT, offset);
+        if let Some(appender) = &self.inner.appender {
+            for outputs in appended {
+                appender.committed(outputs);
+            }
         }
         self.publish_until_done(&entries).await;
         {
@@ -409,16 +410,16 @@ impl Roomserver {
     async fn process_with_retries(
         &self,
         mut inputs: Vec<InputRoomEvent>,
-    ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>, Option<u64>) {
-        let (mut verdicts, mut entries, mut appended) = (Vec::new(), Vec::new(), None);
+    ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>, Vec<Appended>) {
+        let (mut verdicts, mut entries, mut appended) = (Vec::new(), Vec::new(), Vec::new());
         let mut pause = Duration::from_millis(50);
         let mut attempt = 1;
         while !inputs.is_empty() {
-            let (done, last, failure) = match self.process(inputs.clone()).await {
+            let (done, mut outputs, failure) = match self.process(inputs.clone()).await {
                 Ok(processed) => processed,
-                Err(e) => (Vec::new(), None, Some(e)),
+                Err(e) => (Vec::new(), Vec::new(), Some(e)),
             };
-            appended = appended.max(last);
+            appended.append(&mut outputs);
             if !done.is_empty() {
                 (pause, attempt) = (Duration::from_millis(50), 1);
             }
@@ -457,11 +458,11 @@ impl Roomserver {
             .pool
             .write(move |tx| {
                 let mut done = Vec::with_capacity(inputs.len());
-                let mut appended = None;
+                let mut appended = Vec::new();
                 for input in inputs {
                     match savepoint(tx, |tx| process_one(tx, &inner.signer, inner.appender.as_ref(), &input)) {
-                        Ok((verdict, (entries, last))) => {
-                            appended = appended.max(last);
+                        Ok((verdict, (entries, outputs))) => {
+                            appended.extend(outputs);
                             done.push((input.request_id, verdict, entries));
                         }
                         Err(e) => return Ok((done, appended, Some(e))),

@@ -7,14 +7,22 @@ use std::sync::Arc;
 use neurite_storage::{StorageError, now_ms};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Shared, to_offset};
-use crate::api::{LogError, PublishRecord, check_record, check_topic};
+use super::{Shared, Topic, to_offset};
+use crate::api::{LogError, PublishRecord, Record, check_record, check_topic};
 
-/// Appends `records` to `topic` in `tx` and returns each one's offset (the
-/// earlier record's for a repeated de-duplication ID). Offsets continue from
-/// `log_topics`, so appends of several transactions on the one writer
-/// connection never collide, and an undone append gives its offsets back.
-pub(crate) fn append(tx: &Transaction<'_>, topic: &str, records: &[PublishRecord]) -> Result<Vec<u64>, StorageError> {
+/// Where [`append`] put a record: its offset, and whether it was appended
+/// now (`false`: an earlier record with its de-duplication ID holds it).
+pub(crate) type Placed = (u64, bool);
+
+/// Appends `records` to `topic` in `tx` and returns where each went (the
+/// earlier record's offset for a repeated de-duplication ID). Offsets
+/// continue from `log_topics`, so appends of several transactions on the one
+/// writer connection never collide, and an undone append gives its offsets back.
+pub(crate) fn append(
+    tx: &Transaction<'_>,
+    topic: &str,
+    records: &[PublishRecord],
+) -> Result<Vec<Placed>, StorageError> {
     let now = now_ms() as i64;
     let mut offsets = Vec::with_capacity(records.len());
     let mut find_dedup = tx.prepare_cached("SELECT offset FROM log_records WHERE topic = ?1 AND dedup_id = ?2")?;
@@ -33,13 +41,13 @@ pub(crate) fn append(tx: &Transaction<'_>, topic: &str, records: &[PublishRecord
             // dedup ID repeated within one batch is appended once too.
             let earlier: Option<i64> = find_dedup.query_row((topic, dedup_id), |r| r.get(0)).optional()?;
             if let Some(earlier) = earlier {
-                offsets.push(to_offset(earlier)?);
+                offsets.push((to_offset(earlier)?, false));
                 continue;
             }
         }
         last += 1;
         insert.execute(params![topic, last as i64, record.key, record.payload, record.dedup_id, now])?;
-        offsets.push(last);
+        offsets.push((last, true));
     }
     if last > first {
         tx.prepare_cached(
@@ -49,6 +57,30 @@ pub(crate) fn append(tx: &Transaction<'_>, topic: &str, records: &[PublishRecord
         .execute((topic, last as i64))?;
     }
     Ok(offsets)
+}
+
+/// The records [`append`] appended now, as readers get them.
+pub(crate) fn new_records(placed: &[Placed], records: Vec<PublishRecord>) -> Vec<Record> {
+    placed
+        .iter()
+        .zip(records)
+        .filter(|((_, new), _)| *new)
+        .map(|(&(offset, _), r)| Record { offset, key: r.key, payload: r.payload })
+        .collect()
+}
+
+/// Records a [`SqliteAppender`] appended in a transaction, for
+/// [`SqliteAppender::committed`] once it committed.
+pub struct Appended {
+    topic: Arc<Topic>,
+    records: Vec<Record>,
+}
+
+impl Appended {
+    /// The offsets of the records appended.
+    pub fn offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.records.iter().map(|r| r.offset)
+    }
 }
 
 /// Appends records inside a write transaction of the database the log lives
@@ -77,28 +109,24 @@ impl SqliteAppender {
         Ok(())
     }
 
-    /// Appends `records` to `topic` in `tx`, in order, and returns their
-    /// offsets. Nobody sees them before [`Self::committed`].
+    /// Appends `records` to `topic` in `tx`, in order. Nobody sees them
+    /// before [`Self::committed`] is given what this returns.
     ///
     /// # Errors
     /// [`LogError::RecordTooLarge`], [`LogError::Invalid`], or the SQL fails
     /// ([`LogError::Storage`]; the caller's transaction decides what is undone).
-    pub fn append(&self, tx: &Transaction<'_>, topic: &str, records: &[PublishRecord]) -> Result<Vec<u64>, LogError> {
+    pub fn append(&self, tx: &Transaction<'_>, topic: &str, records: Vec<PublishRecord>) -> Result<Appended, LogError> {
         check_topic(topic)?;
-        for record in records {
+        for record in &records {
             check_record(&record.key, &record.payload, record.dedup_id.as_deref())?;
         }
-        Ok(append(tx, topic, records)?)
+        let placed = append(tx, topic, &records)?;
+        Ok(Appended { topic: self.shared.topic(topic), records: new_records(&placed, records) })
     }
 
-    /// After the transaction that appended through `offset` committed: wakes
-    /// `topic`'s subscribers to read up to it.
-    ///
-    /// # Errors
-    /// [`LogError::Invalid`] for a bad topic.
-    pub fn committed(&self, topic: &str, offset: u64) -> Result<(), LogError> {
-        check_topic(topic)?;
-        self.shared.topic(topic).committed(offset);
-        Ok(())
+    /// After the transaction that appended `appended` committed: makes the
+    /// records readable and wakes their topic's subscribers.
+    pub fn committed(&self, appended: Appended) {
+        appended.topic.announce(appended.records);
     }
 }

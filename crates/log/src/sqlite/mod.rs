@@ -16,7 +16,7 @@
 mod append;
 mod subscription;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -25,9 +25,11 @@ use neurite_storage::sqlite::{Durability, SqlitePool};
 use neurite_storage::{Migration, StorageError};
 use tokio::sync::{Notify, watch};
 
-use crate::api::{Log, LogError, PublishRecord, Subscription, check_record, check_subscription_name, check_topic};
-use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX};
-pub use append::SqliteAppender;
+use crate::api::{
+    Log, LogError, PublishRecord, Record, Subscription, check_record, check_subscription_name, check_topic,
+};
+use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX, RECENT_BYTES_MAX, RECENT_RECORDS_MAX};
+pub use append::{Appended, SqliteAppender};
 use subscription::SubscriptionShared;
 
 static MIGRATIONS: &[Migration] = &[("0001_create_log", include_str!("../../migrations/sqlite/0001_create_log.sql"))];
@@ -68,6 +70,17 @@ pub(crate) struct Topic {
     /// Signalled whenever the backlog may have shrunk: a position advanced, a
     /// reservation ended, a subscription opened or was removed.
     space: Notify,
+    /// The records committed last, by offset (at most `RECENT_RECORDS_MAX`
+    /// and `RECENT_BYTES_MAX`): readers take them from here. Invariant: only
+    /// committed records enter; a missing offset means "read the database".
+    recent: Mutex<Recent>,
+}
+
+/// See [`Topic::recent`].
+#[derive(Default)]
+struct Recent {
+    records: BTreeMap<u64, Record>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -122,7 +135,53 @@ impl Topic {
             latest: watch::Sender::new(latest),
             state: Mutex::new(TopicState::default()),
             space: Notify::new(),
+            recent: Mutex::new(Recent::default()),
         }
+    }
+
+    /// Keeps committed `records` for readers, dropping the oldest beyond the bounds.
+    fn remember(&self, records: impl IntoIterator<Item = Record>) {
+        let mut recent = lock(&self.recent);
+        for record in records {
+            recent.bytes += record.payload.len();
+            if let Some(replaced) = recent.records.insert(record.offset, record) {
+                recent.bytes -= replaced.payload.len();
+            }
+        }
+        while recent.records.len() > RECENT_RECORDS_MAX || recent.bytes > RECENT_BYTES_MAX {
+            let Some((_, oldest)) = recent.records.pop_first() else { break };
+            recent.bytes -= oldest.payload.len();
+        }
+    }
+
+    /// Drops kept records through `offset` (pruned from the database):
+    /// memory never holds a record the database no longer has.
+    fn forget_through(&self, offset: u64) {
+        let mut recent = lock(&self.recent);
+        let kept = recent.records.split_off(&(offset + 1));
+        let dropped = std::mem::replace(&mut recent.records, kept);
+        recent.bytes -= dropped.values().map(|r| r.payload.len()).sum::<usize>();
+    }
+
+    /// The records after `after` up to `through` (at most `max`, and at most
+    /// `bytes_max` payload bytes but at least one), if memory holds every one
+    /// of them; `None`: read the database.
+    fn recall(&self, after: u64, through: u64, max: usize, bytes_max: usize) -> Option<Vec<Record>> {
+        let recent = lock(&self.recent);
+        let (mut records, mut bytes, mut expected) = (Vec::new(), 0, after + 1);
+        for (&offset, record) in recent.records.range(expected..=through) {
+            if records.len() == max || (!records.is_empty() && bytes + record.payload.len() > bytes_max) {
+                // A full batch: the rest comes with the next call.
+                return Some(records);
+            }
+            if offset != expected {
+                return None;
+            }
+            bytes += record.payload.len();
+            records.push(record.clone());
+            expected += 1;
+        }
+        (expected > through && !records.is_empty()).then_some(records)
     }
 
     /// Admits one publish now if the backlog is under `max`.
@@ -148,6 +207,14 @@ impl Topic {
             }
             space.await;
         }
+    }
+
+    /// Makes committed `records` readable: keeps them in memory, then raises
+    /// the last committed offset to the highest and wakes waiting readers.
+    fn announce(&self, records: Vec<Record>) {
+        let Some(last) = records.iter().map(|r| r.offset).max() else { return };
+        self.remember(records);
+        self.committed(last);
     }
 
     /// Raises the last committed offset to `offset` and wakes waiting readers.
@@ -266,16 +333,19 @@ impl SqliteLog {
             return Ok(());
         }
         let name = topic.name.clone();
-        let result = self.shared.pool.write_with(durability, move |tx| append::append(tx, &name, &records)).await;
-        if let Ok(appended) = &result
-            && let Some(last) = appended.iter().max()
-        {
-            topic.committed(*last);
-        }
-        // Invariant: released after `committed`, so the backlog never
+        let result = self
+            .shared
+            .pool
+            .write_with(durability, move |tx| append::append(tx, &name, &records).map(|offsets| (offsets, records)))
+            .await;
+        let appended = result.map(|(offsets, records)| {
+            topic.announce(append::new_records(&offsets, records));
+            offsets
+        });
+        // Invariant: released after `announce`, so the backlog never
         // undercounts: a record is in `latest` before it leaves `reserved`.
         reservations.clear();
-        offsets.extend(result?);
+        offsets.extend(appended?.into_iter().map(|(offset, _)| offset));
         Ok(())
     }
 
@@ -290,12 +360,13 @@ impl SqliteLog {
     pub async fn prune(&self, topic: &str) -> Result<u64, LogError> {
         check_topic(topic)?;
         let mut deleted = 0;
+        let kept = self.shared.topic(topic);
         // Bounded: each pass deletes the oldest record and up to
         // PRUNE_BATCH_RECORDS_MAX offsets after it, until it reaches the
         // acknowledged position.
         loop {
             let topic = topic.to_owned();
-            let (count, done) = self
+            let (count, upto, done) = self
                 .shared
                 .pool
                 .write(move |tx| {
@@ -306,16 +377,17 @@ impl SqliteLog {
                     )?;
                     let first: Option<i64> =
                         tx.query_row("SELECT MIN(offset) FROM log_records WHERE topic = ?1", [&topic], |r| r.get(0))?;
-                    let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, true)) };
+                    let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
                     if first > acked {
-                        return Ok((0, true));
+                        return Ok((0, 0, true));
                     }
                     let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX as i64 - 1));
                     let count =
                         tx.execute("DELETE FROM log_records WHERE topic = ?1 AND offset <= ?2", (&topic, upto))?;
-                    Ok::<_, StorageError>((count as u64, upto == acked))
+                    Ok::<_, StorageError>((count as u64, upto, upto == acked))
                 })
                 .await?;
+            kept.forget_through(to_offset(upto)?);
             deleted += count;
             if done {
                 break;

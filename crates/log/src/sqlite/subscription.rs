@@ -208,6 +208,9 @@ impl SqliteSubscription {
 
     /// Reads up to `max` records of the topic in `after + 1 ..= through`.
     async fn read(&self, after: u64, through: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        if let Some(records) = self.shared.topic.recall(after, through, max, SUBSCRIPTION_BATCH_BYTES_MAX) {
+            return Ok(records);
+        }
         let topic = self.shared.topic.name.clone();
         let records = self
             .shared
