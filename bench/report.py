@@ -79,6 +79,8 @@ class Row:
             return "n/a" if self.neu is None else ("yes" if self.neu <= self.own_limit else "**no**")
         if self.ratio is None:
             return "n/a"
+        if self.limit is None:
+            return "–"
         ok = self.ratio <= self.limit if self.better == "low" else self.ratio >= self.limit
         return "yes" if ok else "**no**"
 
@@ -134,15 +136,23 @@ def main_rows(syn, neu, sizes):
     rows.append(Row("resident memory, peak during the run", "MiB", p(syn, "memory", "peak_mib"),
                     p(neu, "memory", "peak_mib"), "≤ 1/10", "low", 0.1))
     mib = lambda b: b / 2**20 if isinstance(b, (int, float)) and b else None
-    rows.append(Row("database size after the run", "MiB", mib(sizes.get("synapse_db_bytes")),
-                    mib(sizes.get("neurite_db_bytes")), "≤ 1/3", "low", 1 / 3))
+    if sizes.get("same_synapse_db_bytes") and sizes.get("same_neurite_db_bytes"):
+        rooms = "+".join(str(r) for r in (p(neu, "meta", "params", "rooms") or [])) or "the"
+        rows.append(Row(f"database size after the same work (the initial-sync fixture alone: {rooms} rooms,"
+                        " same events on both)", "MiB", mib(sizes.get("same_synapse_db_bytes")),
+                        mib(sizes.get("same_neurite_db_bytes")), "≤ 1/3", "low", 1 / 3))
+        whole_target, whole_limit = "not the same data (see notes)", None
+    else:
+        whole_target, whole_limit = "≤ 1/3", 1 / 3
+    rows.append(Row("database size after the whole run", "MiB", mib(sizes.get("synapse_db_bytes")),
+                    mib(sizes.get("neurite_db_bytes")), whole_target, "low", whole_limit))
     per_event = []
     for name in ("synapse", "neurite"):
         used, events = sizes.get(f"{name}_used_bytes"), sizes.get(f"{name}_events")
         per_event.append(used / events if used and events else None)
     if any(per_event):
-        rows.append(Row("database size per stored event (checkpointed copy, free pages left out)", "B", per_event[0],
-                        per_event[1], "≤ 1/3", "low", 1 / 3))
+        rows.append(Row("database size per stored event after the whole run (checkpointed copy, free pages left out)",
+                        "B", per_event[0], per_event[1], "≤ 1/3", "low", 1 / 3))
     return rows, key, n_rooms
 
 
@@ -212,9 +222,13 @@ def size_notes(sizes):
         lines.append(f"Counted that way, Neurite/Synapse = {fmt_ratio(neu_used / syn_used)}.")
     syn_ev, neu_ev = sizes.get("synapse_events"), sizes.get("neurite_events")
     if syn_ev and neu_ev:
-        lines.append(f"The databases do not hold the same data: the throughput runs last a fixed time, so Synapse"
-                     f" stores {syn_ev:,} events and Neurite {neu_ev:,} ({neu_ev / syn_ev:.1f}×). The per-event row"
-                     " of the table compares like with like.")
+        lines.append(f"After the whole run the databases do not hold the same data: the throughput runs last a fixed"
+                     f" time, so Synapse stores {syn_ev:,} events and Neurite {neu_ev:,} ({neu_ev / syn_ev:.1f}×)."
+                     " The same-work row (a second, fresh pair of servers given only the initial-sync fixture) and"
+                     " the per-event row compare like with like.")
+    same = [sizes.get(f"same_{n}_events") for n in ("synapse", "neurite")]
+    if all(same):
+        lines.append(f"Same work: Synapse's events table holds {same[0]:,} rows and Neurite's {same[1]:,}.")
     return lines
 
 
@@ -249,7 +263,9 @@ def main():
           "```", "",
           "It builds `neurite` and `neurite-bench` in release mode, starts a fresh Neurite (open registration, rate"
           " limits off), runs the shared harness's `compare.sh` (a fresh Synapse, then Neurite), times the floor and"
-          " Neurite's send with the Rust client, stops Neurite, measures both databases and writes this file."
+          " Neurite's send with the Rust client and stops Neurite; then gives a second fresh Synapse and Neurite"
+          " the same work (the initial-sync fixture alone, `compare.sh --scenario initial`) for the database sizes,"
+          " measures all four databases and writes this file."
           " The harness folder is `NEURITE_BENCH_HARNESS` (default `../shared/bench` beside the repository).", ""]
     if facts.get("command"):
         L += [f"This run: `{facts['command']}`, {facts.get('run_seconds', '?')} s, results in `{facts.get('out_dir')}`"
