@@ -80,7 +80,7 @@ async fn concurrent_publishes_get_distinct_offsets_and_each_key_keeps_its_order(
     let log = open(&dir).await;
     let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
     // Ten rooms, each publishing 20 records in sequence, all at once: the
-    // writer task commits them in shared batches.
+    // pool's writer thread commits them in shared batches.
     let mut tasks = Vec::new();
     for room in 0..10 {
         let log = log.clone();

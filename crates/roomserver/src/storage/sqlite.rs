@@ -15,7 +15,27 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0001_create_roomserver", include_str!("../../migrations/sqlite/0001_create_roomserver.sql")),
     ("0002_create_directory", include_str!("../../migrations/sqlite/0002_create_directory.sql")),
     ("0003_compact_transactions_inputs", include_str!("../../migrations/sqlite/0003_compact_transactions_inputs.sql")),
+    ("0004_hashed_transaction_keys", include_str!("../../migrations/sqlite/0004_hashed_transaction_keys.sql")),
 ];
+
+/// Bytes of SHA-256 a client transaction's key keeps: 128 bits, so two
+/// different transactions sharing one is not a practical concern.
+const TXN_KEY_BYTES: usize = 16;
+
+/// The key of a client transaction in `roomserver_txn_keys`: a hash of its
+/// user, device, scope and transaction ID, each length-prefixed so no two
+/// different tuples hash the same input.
+fn txn_key(txn: &TxnKey) -> [u8; TXN_KEY_BYTES] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in [txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let mut key = [0; TXN_KEY_BYTES];
+    key.copy_from_slice(&hasher.finalize()[..TXN_KEY_BYTES]);
+    key
+}
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
@@ -261,6 +281,17 @@ impl RoomTables for Transaction<'_> {
     }
 
     fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>> {
+        let hashed: Option<String> = self
+            .prepare_cached(
+                "SELECT e.event_id FROM roomserver_txn_keys t JOIN roomserver_events e ON e.event_nid = t.event_nid
+                 WHERE t.txn_key = ?1",
+            )?
+            .query_row([&txn_key(txn)[..]], |r| r.get(0))
+            .optional()?;
+        if hashed.is_some() {
+            return Ok(hashed);
+        }
+        // A transaction stored before 0004.
         Ok(self
             .prepare_cached(
                 "SELECT e.event_id FROM roomserver_transactions t JOIN roomserver_events e ON e.event_nid = t.event_nid
@@ -275,16 +306,10 @@ impl RoomTables for Transaction<'_> {
     fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()> {
         let inserted = self
             .prepare_cached(
-                "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_nid)
-                 SELECT ?1, ?2, ?3, ?4, event_nid FROM roomserver_events WHERE event_id = ?5",
+                "INSERT INTO roomserver_txn_keys (txn_key, event_nid)
+                 SELECT ?1, event_nid FROM roomserver_events WHERE event_id = ?2",
             )?
-            .execute([
-                txn.user_id.as_str(),
-                txn.device_id.as_str(),
-                txn.scope.as_str(),
-                txn.txn_id.as_str(),
-                event_id,
-            ])?;
+            .execute(params![&txn_key(txn)[..], event_id])?;
         if inserted != 1 {
             return Err(StorageError::Corrupt(format!("txn event {event_id} is not stored")));
         }
@@ -463,5 +488,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(autoindexes, 0);
+
+        // 0004: new transactions are kept under their hashed key, old ones
+        // stay where they were; a key differs in any of its four parts.
+        let (hashed, legacy, other) = pool
+            .write(|tx| {
+                let count = |table: &str| -> Result<i64, StorageError> {
+                    Ok(tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+                };
+                let other_device = TxnKey { device_id: "OTHER".into(), ..txn("new") };
+                let other_scope = TxnKey { scope: "redact:x".into(), ..txn("new") };
+                let others = (tx.txn_event(&other_device)?, tx.txn_event(&other_scope)?);
+                Ok::<_, StorageError>((count("roomserver_txn_keys")?, count("roomserver_transactions")?, others))
+            })
+            .await
+            .unwrap();
+        assert_eq!((hashed, legacy), (1, 1));
+        assert_eq!(other, (None, None));
+        assert_ne!(txn_key(&txn("a")), txn_key(&txn("b")));
     }
 }
