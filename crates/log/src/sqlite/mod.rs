@@ -319,6 +319,20 @@ impl SqliteLog {
         Ok(offsets)
     }
 
+    /// [`Self::append_batch`] of one record; returns its offset.
+    async fn append_one(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+        dedup_id: Option<&str>,
+        durability: Durability,
+    ) -> Result<u64, LogError> {
+        let record = PublishRecord { key: key.to_owned(), payload, dedup_id: dedup_id.map(str::to_owned) };
+        let offsets = self.append_batch(topic, vec![record], durability).await?;
+        Ok(offsets[0])
+    }
+
     /// One write appending `records`; then raises the topic's committed
     /// offset and releases their reservations.
     async fn commit(
@@ -411,9 +425,7 @@ impl Log for SqliteLog {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>, dedup_id: Option<&str>) -> Result<u64, LogError> {
-        let record = PublishRecord { key: key.to_owned(), payload, dedup_id: dedup_id.map(str::to_owned) };
-        let offsets = self.publish_batch(topic, vec![record]).await?;
-        Ok(offsets[0])
+        self.append_one(topic, key, payload, dedup_id, Durability::Full).await
     }
 
     async fn publish_batch(&self, topic: &str, records: Vec<PublishRecord>) -> Result<Vec<u64>, LogError> {
@@ -427,9 +439,7 @@ impl Log for SqliteLog {
         payload: Vec<u8>,
         dedup_id: Option<&str>,
     ) -> Result<u64, LogError> {
-        let record = PublishRecord { key: key.to_owned(), payload, dedup_id: dedup_id.map(str::to_owned) };
-        let offsets = self.append_batch(topic, vec![record], Durability::Deferred).await?;
-        Ok(offsets[0])
+        self.append_one(topic, key, payload, dedup_id, Durability::Deferred).await
     }
 
     fn appender(&self, pool: &SqlitePool) -> Option<SqliteAppender> {
