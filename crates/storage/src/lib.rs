@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod coalesce;
+pub mod packed;
 pub mod sqlite;
 
 /// A storage failure that is not a domain outcome (those are `Ok` values of
