@@ -194,6 +194,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (limiter, log, pool) = (server.limiter.clone(), server.log.clone(), server.pool.clone());
+    let roomserver = server.roomserver.clone();
     let maintenance = tokio::spawn({
         let (limiter, log, pool) = (limiter.clone(), log.clone(), pool.clone());
         async move {
@@ -211,6 +212,12 @@ pub async fn serve(
     // Acknowledgements and clean-ups are gathered for a few tens of
     // milliseconds before they are written: let the last ones land first.
     tokio::time::sleep(DEFERRED_WRITES_SETTLE).await;
+    // Every writer has its answer now: verdicts the input log can never
+    // redeliver go, whatever their age (before maintenance gives the pages
+    // they leave free back).
+    if let Err(e) = roomserver.prune_verdicts(std::time::Duration::ZERO).await {
+        tracing::warn!(error = %e, "pruning verdicts on stop failed");
+    }
     maintain(limiter.as_ref(), &log, &pool).await;
     if let Err(e) = pool.checkpoint().await {
         tracing::warn!(error = %e, "checkpointing the database on stop failed");

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use neurite_storage::packed::PackedJson;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neurite");
@@ -419,14 +420,15 @@ async fn sigkill_while_sending_loses_and_repeats_nothing() {
              ORDER BY e.depth",
         )
         .unwrap();
-    let rows: Vec<(String, String, i64, bool, String, Option<String>)> = stmt
+    // The PDU column is packed (zstd BLOB); `PackedJson` reads it as text.
+    let rows: Vec<(String, PackedJson, i64, bool, String, Option<String>)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
     let mut order: std::collections::HashMap<usize, Vec<usize>> = Default::default();
-    for (event_id, json, _, rejected, event_type, _) in &rows {
+    for (event_id, PackedJson(json), _, rejected, event_type, _) in &rows {
         if event_type != "m.room.message" || *rejected {
             continue;
         }

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod acked;
 mod api;
 mod directory;
 mod event;

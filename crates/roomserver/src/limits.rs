@@ -34,3 +34,20 @@ pub const ROOM_WORKER_IDLE_SECS: u64 = 60;
 /// Most milliseconds a v12 room's create event is moved forward to find a
 /// room ID that is not taken yet (its ID is the event's hash).
 pub const ROOM_ID_RETRIES_MAX: u64 = 1_000;
+
+/// Seconds a verdict is kept at least, even once its input is acknowledged
+/// (which alone makes it safe to delete: see `Roomserver::prune_verdicts`):
+/// the longest a writer waits for one ([`VERDICT_WAIT_MS_MAX`]).
+pub const VERDICT_KEEP_SECS: u64 = VERDICT_WAIT_MS_MAX / 1_000;
+
+/// Seconds between two passes deleting verdicts no redelivery can need.
+pub const VERDICT_PRUNE_INTERVAL_SECS: u64 = 10;
+
+/// Most verdicts one write of a pruning pass deletes, so it never holds the
+/// writer long; a pass takes as many writes as it needs.
+pub const VERDICT_PRUNE_BATCH_MAX: usize = 1_000;
+
+/// Most acknowledged input offsets the room server remembers above one it
+/// has not seen acknowledged; past it, it stops pruning verdicts until it
+/// restarts (the input log's backlog bound normally keeps far below it).
+pub const ACKED_INPUTS_ABOVE_GAP_MAX: usize = 100_000;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::acked::AckedInputs;
 use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
 use crate::limits::{
     INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_BATCH_INPUTS_MAX, ROOM_QUEUE_LEN_MAX,
-    ROOM_WORKER_IDLE_SECS, VERDICT_WAIT_MS_MAX,
+    ROOM_WORKER_IDLE_SECS, VERDICT_KEEP_SECS, VERDICT_PRUNE_BATCH_MAX, VERDICT_PRUNE_INTERVAL_SECS,
+    VERDICT_WAIT_MS_MAX,
 };
 use crate::process::{self, Processed, Signer};
 use crate::storage::RoomTables;
@@ -41,13 +43,17 @@ type Processing = (Vec<(String, Verdict, Vec<OutboxEntry>)>, Vec<Appended>, Opti
 /// publish, or the outputs it appended to the output log itself.
 type Outputs = (Vec<OutboxEntry>, Option<Appended>);
 
-/// Runs one input inside the open transaction; see [`Roomserver::process`].
-/// With an `appender` its outputs go straight into the output log (in this
-/// transaction), otherwise into the outbox.
+/// An input with the offset of its record in `input.room_event`.
+type OffsetInput = (u64, InputRoomEvent);
+
+/// Runs one input (its record at `offset`) inside the open transaction; see
+/// [`Roomserver::process`]. With an `appender` its outputs go straight into
+/// the output log (in this transaction), otherwise into the outbox.
 fn process_one(
     tx: &rusqlite::Transaction<'_>,
     signer: &Signer,
     appender: Option<&SqliteAppender>,
+    offset: u64,
     input: &InputRoomEvent,
 ) -> Result<(Verdict, Outputs), StorageError> {
     if let Some(stored) = tx.input_verdict(&input.request_id)? {
@@ -82,7 +88,7 @@ fn process_one(
         }
     };
     let stored = serde_json::to_string(&verdict).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    tx.insert_input_verdict(&input.request_id, &stored, now_ms())?;
+    tx.insert_input_verdict(&input.request_id, &stored, offset, now_ms())?;
     Ok((verdict, done))
 }
 
@@ -105,6 +111,14 @@ pub(crate) struct Inner {
     waiters: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
     /// Room worker tasks spawned and not ended yet (see [`WorkerSlot`]).
     workers_alive: AtomicUsize,
+    /// How far acknowledgements of inputs are known stored, for pruning verdicts.
+    acked: Mutex<AckedInputs>,
+}
+
+impl Inner {
+    fn acked(&self) -> MutexGuard<'_, AckedInputs> {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Counts one room worker task in [`Inner::workers_alive`] from its spawn
@@ -258,6 +272,12 @@ impl Roomserver {
     ) -> Result<Self, RoomserverError> {
         pool.migrate("roomserver", MIGRATIONS).await.map_err(fault)?;
         let appender = log.appender(&pool);
+        // Invariant: subscribed before any writer can publish, so the input
+        // topic's backlog bound applies from the first record.
+        let subscription = log.subscribe(neurite_log::INPUT_ROOM_EVENT, INPUT_SUBSCRIPTION).await.map_err(fault)?;
+        // Read before this run processes anything: every verdict stored so
+        // far is on a record at or below it.
+        let legacy_offset = log.latest_offset(neurite_log::INPUT_ROOM_EVENT).await.map_err(fault)?;
         let inner = Inner {
             pool,
             log,
@@ -265,17 +285,74 @@ impl Roomserver {
             signer,
             waiters: Mutex::new(HashMap::new()),
             workers_alive: AtomicUsize::new(0),
+            acked: Mutex::new(AckedInputs::new(legacy_offset)),
         };
         let server = Self { inner: Arc::new(inner) };
-        // Invariant: subscribed before any writer can publish, so the input
-        // topic's backlog bound applies from the first record.
-        let subscription =
-            server.inner.log.subscribe(neurite_log::INPUT_ROOM_EVENT, INPUT_SUBSCRIPTION).await.map_err(fault)?;
         // Invariant: outputs a crash left in the outbox are published before
         // any new input is processed, so each room's outputs stay in order.
         server.flush_outbox().await;
         tokio::spawn(server.clone().consume(subscription, worker_idle));
+        if server.inner.appender.is_some() {
+            tokio::spawn(prune_verdicts_periodically(Arc::downgrade(&server.inner)));
+        }
         Ok(server)
+    }
+
+    /// Every input offset up to this one is acknowledged to the input log
+    /// and stored, as far as this run knows; `None` before its first input,
+    /// or once it stopped tracking. For tests and metrics.
+    pub fn inputs_acknowledged_through(&self) -> Option<u64> {
+        self.inner.acked().bound().map(|(through, _)| through)
+    }
+
+    /// Deletes the stored verdicts no redelivery can need any more that are
+    /// at least `min_age` old, in writes of at most
+    /// [`VERDICT_PRUNE_BATCH_MAX`]; returns how many it deleted. The room
+    /// server runs it every [`VERDICT_PRUNE_INTERVAL_SECS`] with
+    /// [`VERDICT_KEEP_SECS`].
+    ///
+    /// A verdict exists to answer its input's record if the input log
+    /// delivers it again (at-least-once: after a crash between the verdict's
+    /// commit and the stored acknowledgement). The log delivers again only
+    /// records above the subscription's stored position, so a verdict on a
+    /// record at or below it is never read again ([`AckedInputs`] knows a
+    /// lower bound of that position). Its writer needs no row either: it was
+    /// answered from memory before the input was acknowledged.
+    ///
+    /// Only when the input log lives in the room server's own database
+    /// (`Log::appender`): the log stores positions without waiting for the
+    /// disk, and these deletions commit after them on the same writer and
+    /// write-ahead log, so a deletion that survives a power cut implies the
+    /// position it relied on survived too. A log elsewhere promises no such
+    /// order, so there verdicts are kept (nothing is deleted).
+    ///
+    /// # Errors
+    /// A write fails (what was deleted before stays deleted).
+    pub async fn prune_verdicts(&self, min_age: Duration) -> Result<u64, RoomserverError> {
+        if self.inner.appender.is_none() {
+            return Ok(0);
+        }
+        let Some((acked_through, legacy_offset)) = self.inner.acked().bound() else { return Ok(0) };
+        let created_through = now_ms().saturating_sub(u64::try_from(min_age.as_millis()).unwrap_or(u64::MAX));
+        let mut deleted = 0;
+        loop {
+            let count = self
+                .inner
+                .pool
+                .write(move |tx| {
+                    tx.delete_input_verdicts(created_through, acked_through, legacy_offset, VERDICT_PRUNE_BATCH_MAX)
+                })
+                .await
+                .map_err(fault)?;
+            deleted += count as u64;
+            if count < VERDICT_PRUNE_BATCH_MAX {
+                break;
+            }
+        }
+        if deleted > 0 {
+            tracing::debug!(deleted, acked_through, "pruned verdicts");
+        }
+        Ok(deleted)
     }
 
     /// Room worker tasks alive now: one per room with recent inputs, plus
@@ -310,12 +387,19 @@ impl Roomserver {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::error!(error = %e, "input log failed; the room server stops consuming");
+                    self.inner.acked().stop();
                     return;
                 }
             };
+            // Invariant: noted before the batch is dispatched, so before any
+            // of its records can be acknowledged.
+            if let Some(first) = records.first() {
+                self.inner.acked().delivered(first.offset);
+            }
             for record in records {
                 if workers.dispatch(&self, &tidy, record).await.is_err() {
                     tracing::error!("a room worker stopped; the room server stops consuming");
+                    self.inner.acked().stop();
                     return;
                 }
             }
@@ -354,7 +438,7 @@ impl Roomserver {
         let mut inputs = Vec::with_capacity(records.len());
         for record in records {
             match serde_json::from_slice::<InputRoomEvent>(&record.payload) {
-                Ok(input) => inputs.push(input),
+                Ok(input) => inputs.push((record.offset, input)),
                 Err(e) => tracing::error!(error = %e, offset = record.offset, "undecodable input record skipped"),
             }
         }
@@ -396,9 +480,22 @@ impl Roomserver {
                 if let Err(e) = server.delete_outbox(nids).await {
                     tracing::warn!(error = %e, "deleting published outputs failed; they are published again at start");
                 }
-                let offsets: Vec<u64> = offsets.into_iter().flatten().collect();
-                if let Err(e) = acker.ack_all(&offsets).await {
-                    tracing::error!(error = %e, "acknowledging inputs failed");
+                // Offsets whose acknowledgement failed last time go again
+                // (acknowledging twice is harmless), so pruning verdicts
+                // learns they are stored.
+                let mut all = server.inner.acked().take_retry();
+                all.extend(offsets.into_iter().flatten());
+                match acker.ack_all(&all).await {
+                    Ok(()) => server.inner.acked().acknowledged(&all),
+                    Err(e) => {
+                        tracing::error!(error = %e, "acknowledging inputs failed");
+                        match e {
+                            neurite_log::LogError::Storage(_) => server.inner.acked().failed(all),
+                            // Closed (replaced) or refused: this run no
+                            // longer knows where the position is.
+                            _ => server.inner.acked().stop(),
+                        }
+                    }
                 }
             }
         })
@@ -409,7 +506,7 @@ impl Roomserver {
     /// fails, then given up (the fault is logged, it gets no verdict).
     async fn process_with_retries(
         &self,
-        mut inputs: Vec<InputRoomEvent>,
+        mut inputs: Vec<OffsetInput>,
     ) -> (Vec<(String, Verdict)>, Vec<OutboxEntry>, Vec<Appended>) {
         let (mut verdicts, mut entries, mut appended) = (Vec::new(), Vec::new(), Vec::new());
         let mut pause = Duration::from_millis(50);
@@ -435,8 +532,8 @@ impl Roomserver {
                 pause *= 4;
                 attempt += 1;
             } else {
-                let input = inputs.remove(0);
-                tracing::error!(error = %e, request_id = %input.request_id, "processing an input failed; giving up");
+                let (offset, input) = inputs.remove(0);
+                tracing::error!(error = %e, request_id = %input.request_id, offset, "processing an input failed; giving up");
                 (pause, attempt) = (Duration::from_millis(50), 1);
             }
         }
@@ -447,7 +544,7 @@ impl Roomserver {
     /// events, its verdict (for redeliveries) and its output records commit
     /// together. Stops at the first input that fails (its changes undone) and
     /// returns the ones done before it with that failure.
-    async fn process(&self, inputs: Vec<InputRoomEvent>) -> Result<Processing, StorageError> {
+    async fn process(&self, inputs: Vec<OffsetInput>) -> Result<Processing, StorageError> {
         if let Some(appender) = &self.inner.appender {
             // The output topic's backlog bound, checked before the write
             // (appends inside it cannot wait).
@@ -459,8 +556,8 @@ impl Roomserver {
             .write(move |tx| {
                 let mut done = Vec::with_capacity(inputs.len());
                 let mut appended = Vec::new();
-                for input in inputs {
-                    match savepoint(tx, |tx| process_one(tx, &inner.signer, inner.appender.as_ref(), &input)) {
+                for (offset, input) in inputs {
+                    match savepoint(tx, |tx| process_one(tx, &inner.signer, inner.appender.as_ref(), offset, &input)) {
                         Ok((verdict, (entries, outputs))) => {
                             appended.extend(outputs);
                             done.push((input.request_id, verdict, entries));
@@ -550,6 +647,27 @@ impl Roomserver {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+    }
+}
+
+/// Runs [`Roomserver::prune_verdicts`] every [`VERDICT_PRUNE_INTERVAL_SECS`]
+/// with [`VERDICT_KEEP_SECS`], until the room server is dropped or stops
+/// tracking acknowledgements. Holds it weakly, so it keeps nothing alive.
+async fn prune_verdicts_periodically(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(VERDICT_PRUNE_INTERVAL_SECS));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is immediate, before anything is acknowledged.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.acked().is_tracking() {
+            return;
+        }
+        let server = Roomserver { inner };
+        if let Err(e) = server.prune_verdicts(Duration::from_secs(VERDICT_KEEP_SECS)).await {
+            tracing::warn!(error = %e, "pruning verdicts failed; the next pass tries again");
         }
     }
 }

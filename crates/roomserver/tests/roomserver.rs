@@ -8,6 +8,7 @@ use neurite_log::SqliteLog;
 use neurite_roomserver::{
     BuildEvents, Input, PduInput, ProtoEvent, Roomserver, RoomserverInput, RoomserverQuery, Signer, Target, Verdict,
 };
+use neurite_storage::packed::PackedJson;
 use neurite_storage::sqlite::SqlitePool;
 use ruma::canonical_json::CanonicalJsonObject;
 use ruma::signatures::Ed25519KeyPair;
@@ -119,7 +120,7 @@ async fn pdu(
 /// The stored PDU of an event, and whether it was rejected.
 async fn stored_pdu(h: &Harness, event_id: &str) -> (Value, bool) {
     let id = event_id.to_owned();
-    let (json, rejected): (String, bool) = h
+    let (PackedJson(json), rejected): (PackedJson, bool) = h
         .pool
         .read(move |tx| {
             tx.query_row("SELECT json, is_rejected FROM roomserver_events WHERE event_id = ?1", [&id], |r| {
@@ -621,4 +622,130 @@ async fn an_input_arriving_while_its_rooms_retired_worker_still_publishes_waits_
     let at = |id: &String| published.iter().position(|p| p == id).unwrap();
     assert_eq!(at(&second), at(first.last().unwrap()) + 1, "the second input's output comes right after the first's");
     assert_eq!(published[at(&first[0])..at(&second)], first[..], "the first input's outputs come in order");
+}
+
+/// Waits until `rs` knows every input through `offset` is acknowledged.
+async fn until_acknowledged(rs: &Roomserver, offset: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rs.inputs_acknowledged_through() < Some(offset) {
+        assert!(std::time::Instant::now() < deadline, "inputs through {offset} not acknowledged");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The request IDs of the stored verdicts, sorted.
+async fn verdicts(pool: &SqlitePool) -> Vec<String> {
+    pool.read(|tx| {
+        let mut ids: Vec<String> = tx
+            .prepare("SELECT request_id FROM roomserver_inputs ORDER BY request_id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        Ok::<_, neurite_storage::StorageError>(ids)
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `sql` on the database.
+async fn execute(pool: &SqlitePool, sql: &'static str) {
+    pool.write(move |tx| tx.execute_batch(sql).map_err(neurite_storage::StorageError::from)).await.unwrap();
+}
+
+/// Sends one message by alice to `room` through `rs`.
+async fn send_message(rs: &Roomserver, room: &OwnedRoomId, body: &str) {
+    let event = ProtoEvent {
+        event_type: "m.room.message".into(),
+        state_key: None,
+        sender: user("alice"),
+        content: json!({"msgtype": "m.text", "body": body}),
+        redacts: None,
+    };
+    let build = BuildEvents { target: Target::Room { room_id: room.clone() }, events: vec![event], txn: None };
+    accepted(rs.submit(Input::Build(build)).await.unwrap());
+}
+
+#[tokio::test]
+async fn verdicts_are_pruned_once_acknowledged_and_old_enough_and_kept_otherwise() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let key_der = Ed25519KeyPair::generate();
+    let signer = |der: &[u8]| Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    };
+    let idle = Duration::from_secs(60);
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log.clone()), signer(&key_der), idle).await.unwrap();
+    let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
+    let room = room(&h).await;
+    send_message(&h.rs, &room, "first run").await;
+    until_acknowledged(&h.rs, 2).await;
+    assert_eq!(h.rs.prune_verdicts(Duration::from_secs(3600)).await.unwrap(), 0, "acknowledged but recent");
+    assert_eq!(verdicts(&pool).await.len(), 2);
+
+    // The first run's verdicts as if stored before migration 0005 (no
+    // offset), and a verdict on an input not acknowledged (as after a crash
+    // between the verdict's commit and the acknowledgement), long ago.
+    execute(&pool, "UPDATE roomserver_inputs SET input_offset = NULL").await;
+    execute(
+        &pool,
+        r#"INSERT INTO roomserver_inputs (request_id, verdict, created_ts, input_offset)
+           VALUES ('unacknowledged', '{"rejected":{"reason":"no"}}', 0, 1000)"#,
+    )
+    .await;
+
+    // A restart: nothing is known acknowledged before this run's first input.
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
+    assert_eq!(rs.prune_verdicts(Duration::ZERO).await.unwrap(), 0);
+    send_message(&rs, &room, "second run").await;
+    until_acknowledged(&rs, 3).await;
+    assert_eq!(rs.prune_verdicts(Duration::from_secs(3600)).await.unwrap(), 0, "all acknowledged ones are recent");
+
+    // Old enough: the first run's verdicts (published before this run
+    // started, so at or below its acknowledged position) go; this run's
+    // recent one and the unacknowledged one stay.
+    execute(&pool, "UPDATE roomserver_inputs SET created_ts = 0 WHERE input_offset IS NULL").await;
+    assert_eq!(rs.prune_verdicts(Duration::from_secs(60)).await.unwrap(), 2);
+    let left = verdicts(&pool).await;
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&"unacknowledged".to_owned()));
+    assert_eq!(rs.prune_verdicts(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(verdicts(&pool).await, ["unacknowledged"]);
+
+    // Many at once: deleted in bounded writes, all of them.
+    execute(
+        &pool,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+         INSERT INTO roomserver_inputs (request_id, verdict, created_ts, input_offset)
+         SELECT 'many-' || i, '{}', 0, 3 FROM n",
+    )
+    .await;
+    assert_eq!(rs.prune_verdicts(Duration::ZERO).await.unwrap(), 2500);
+    assert_eq!(verdicts(&pool).await, ["unacknowledged"]);
+}
+
+#[tokio::test]
+async fn verdicts_are_kept_when_the_input_log_lives_in_another_database() {
+    use neurite_log::Log;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(SqlitePool::open(&dir.path().join("log.db")).unwrap()).await.unwrap();
+    assert!(log.appender(&pool).is_none());
+    let key_der = Ed25519KeyPair::generate();
+    let signer = |der: &[u8]| Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    };
+    let idle = std::time::Duration::from_secs(60);
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
+    let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
+    room(&h).await;
+    until_acknowledged(&h.rs, 1).await;
+    // Its acknowledgements are not ordered with this database's commits.
+    assert_eq!(h.rs.prune_verdicts(std::time::Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(verdicts(&pool).await.len(), 1);
 }

@@ -72,6 +72,18 @@ pub(crate) trait RoomTables {
     fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>>;
     fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()>;
     fn input_verdict(&self, request_id: &str) -> Res<Option<String>>;
-    fn insert_input_verdict(&self, request_id: &str, verdict: &str, now: u64) -> Res<()>;
+    /// Stores the verdict on the input at `offset` of `input.room_event`.
+    fn insert_input_verdict(&self, request_id: &str, verdict: &str, offset: u64, now: u64) -> Res<()>;
+    /// Deletes up to `max` verdicts stored at or before `created_through` (ms)
+    /// whose input's offset is at most `acked_through`; a verdict stored
+    /// without its offset (before migration 0005) counts as at
+    /// `legacy_offset`. Returns how many it deleted.
+    fn delete_input_verdicts(
+        &self,
+        created_through: u64,
+        acked_through: u64,
+        legacy_offset: u64,
+        max: usize,
+    ) -> Res<usize>;
     fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64>;
 }

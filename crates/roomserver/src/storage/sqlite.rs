@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use neurite_storage::packed::PackedJson;
 use neurite_storage::{Migration, StorageError};
 use ruma::{EventId, RoomId};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -16,6 +17,7 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0002_create_directory", include_str!("../../migrations/sqlite/0002_create_directory.sql")),
     ("0003_compact_transactions_inputs", include_str!("../../migrations/sqlite/0003_compact_transactions_inputs.sql")),
     ("0004_hashed_transaction_keys", include_str!("../../migrations/sqlite/0004_hashed_transaction_keys.sql")),
+    ("0005_input_offsets", include_str!("../../migrations/sqlite/0005_input_offsets.sql")),
 ];
 
 /// Bytes of SHA-256 a client transaction's key keeps: 128 bits, so two
@@ -51,7 +53,8 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         depth: r.get(5)?,
         snapshot: r.get(6)?,
         rejected: r.get(7)?,
-        json: r.get(8)?,
+        // TEXT for rows written before packing, a zstd BLOB since.
+        json: r.get::<_, PackedJson>(8)?.0,
         redacted_by: r.get(9)?,
     })
 }
@@ -203,7 +206,8 @@ impl RoomTables for Transaction<'_> {
             e.depth,
             e.snapshot,
             e.rejected,
-            e.json
+            // Packed as `PackedJson` writes it, without copying the text first.
+            neurite_storage::packed::pack(&e.json)?
         ])?;
         Ok(self.last_insert_rowid())
     }
@@ -329,18 +333,44 @@ impl RoomTables for Transaction<'_> {
         }
     }
 
-    fn insert_input_verdict(&self, request_id: &str, verdict: &str, now: u64) -> Res<()> {
+    fn insert_input_verdict(&self, request_id: &str, verdict: &str, offset: u64, now: u64) -> Res<()> {
         let mut stmt = self.prepare_cached(
-            "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts, input_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let offset = i64::try_from(offset).map_err(corrupt)?;
         match accepted_nids(self, verdict)? {
             Some((room_nid, event_nids)) => {
-                stmt.execute(params![request_id, None::<&str>, room_nid, event_nids, now as i64])
+                stmt.execute(params![request_id, None::<&str>, room_nid, event_nids, now as i64, offset])
             }
-            None => stmt.execute(params![request_id, verdict, None::<i64>, None::<&str>, now as i64]),
+            None => stmt.execute(params![request_id, verdict, None::<i64>, None::<&str>, now as i64, offset]),
         }?;
         Ok(())
+    }
+
+    fn delete_input_verdicts(
+        &self,
+        created_through: u64,
+        acked_through: u64,
+        legacy_offset: u64,
+        max: usize,
+    ) -> Res<usize> {
+        // No index (it would cost bytes on every row): once pruning runs the
+        // table holds only a few minutes of verdicts, cheap to scan.
+        let deleted = self
+            .prepare_cached(
+                "DELETE FROM roomserver_inputs WHERE request_id IN (
+                     SELECT request_id FROM roomserver_inputs
+                     WHERE created_ts <= ?1 AND COALESCE(input_offset, ?3) <= ?2
+                     LIMIT ?4)",
+            )?
+            .execute(params![
+                i64::try_from(created_through).map_err(corrupt)?,
+                i64::try_from(acked_through).map_err(corrupt)?,
+                i64::try_from(legacy_offset).map_err(corrupt)?,
+                i64::try_from(max).map_err(corrupt)?
+            ])?;
+        Ok(deleted)
     }
 
     fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64> {
@@ -393,6 +423,74 @@ mod tests {
     fn stored_as_nids(tx: &Transaction<'_>, request_id: &str) -> bool {
         tx.query_row("SELECT verdict IS NULL FROM roomserver_inputs WHERE request_id = ?1", [request_id], |r| r.get(0))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn event_json_is_stored_packed_and_old_text_rows_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let pdu = r#"{"auth_events":["$a","$b"],"content":{"body":"hello","msgtype":"m.text"},"depth":3,"type":"m.room.message"}"#;
+        let (old, new, kinds) = pool
+            .write(move |tx| {
+                let room = tx.insert_room(ROOM, "11")?;
+                // A row as written before packing: the JSON as TEXT.
+                tx.execute(
+                    "INSERT INTO roomserver_events (room_nid, event_id, event_type_nid, state_key_nid, depth,
+                         state_snapshot_nid, is_rejected, json)
+                     VALUES (?1, '$old', 14, 0, 1, 0, 0, ?2)",
+                    params![room, pdu],
+                )?;
+                let new_nid = tx.insert_event(&EventRow { json: pdu.into(), ..event(room, "$new") })?;
+                let kinds: Vec<(String, String)> = tx
+                    .prepare("SELECT event_id, typeof(json) FROM roomserver_events ORDER BY event_nid")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let old = tx.event_by_id("$old")?.expect("old row");
+                let new = tx.event_by_nid(new_nid)?.expect("new row");
+                Ok::<_, StorageError>((old, new, kinds))
+            })
+            .await
+            .unwrap();
+        assert_eq!(kinds, [("$old", "text"), ("$new", "blob")].map(|(id, kind)| (id.to_owned(), kind.to_owned())));
+        assert_eq!(old.json, pdu);
+        assert_eq!(new.json, pdu);
+        assert_eq!(new.event_id, "$new");
+    }
+
+    #[tokio::test]
+    async fn deleting_verdicts_takes_only_old_enough_acknowledged_ones_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let rejected = serde_json::to_string(&Verdict::Rejected { reason: "no".into() }).unwrap();
+        let left = pool
+            .write(move |tx| {
+                // (request ID, offset, created at): acknowledged through 10,
+                // verdicts from before 0005 counted at offset 5, old through 99.
+                for (request_id, offset, created) in
+                    [("old-acked", 10, 99), ("old-unacked", 11, 1), ("new-acked", 3, 100), ("old-legacy", 0, 1)]
+                {
+                    tx.insert_input_verdict(request_id, &rejected, offset, created)?;
+                }
+                tx.execute("UPDATE roomserver_inputs SET input_offset = NULL WHERE request_id = 'old-legacy'", [])?;
+                assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 1, "one per call at most");
+                assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 1);
+                assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 0);
+                // A verdict from before 0005 waits until its stand-in offset is acknowledged.
+                tx.insert_input_verdict("old-legacy-2", &rejected, 0, 1)?;
+                tx.execute("UPDATE roomserver_inputs SET input_offset = NULL WHERE request_id = 'old-legacy-2'", [])?;
+                assert_eq!(tx.delete_input_verdicts(99, 10, 11, 1000)?, 0);
+                let mut left: Vec<String> = tx
+                    .prepare("SELECT request_id FROM roomserver_inputs")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                left.sort();
+                Ok::<_, StorageError>(left)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, ["new-acked", "old-legacy-2", "old-unacked"]);
     }
 
     #[tokio::test]
@@ -457,7 +555,7 @@ mod tests {
             .write(move |tx| {
                 let mut read = Vec::new();
                 for (request_id, verdict, _) in &written {
-                    tx.insert_input_verdict(request_id, verdict, 3)?;
+                    tx.insert_input_verdict(request_id, verdict, 1, 3)?;
                     read.push((tx.input_verdict(request_id)?, stored_as_nids(tx, request_id)));
                 }
                 tx.insert_txn(&txn("new"), "$later")?;

@@ -1,0 +1,12 @@
+-- Verdicts are deleted once no redelivery can need them (issue: they were
+-- kept forever, about 40 bytes per event). A verdict answers its input's
+-- record when the input log delivers it again; that can only happen while
+-- the record is above the room server's acknowledged position. So each
+-- verdict now keeps its record's offset in `input.room_event`, and the room
+-- server deletes those at or below the position it knows is stored
+-- (service.rs, `Roomserver::prune_verdicts`).
+--
+-- input_offset: NULL for verdicts written before this migration; their
+-- records were published before the room server started, so their offsets
+-- are at most the topic's last offset at start, which stands in for them.
+ALTER TABLE roomserver_inputs ADD COLUMN input_offset INTEGER;
