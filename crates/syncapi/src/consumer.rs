@@ -12,7 +12,7 @@ use neurite_storage::sqlite::{SqlitePool, savepoint};
 use rusqlite::Transaction;
 
 use crate::notifier::Notifier;
-use crate::storage;
+use crate::storage::{self, EventRow};
 
 /// Records taken from the output log, and applied in one transaction, at once.
 const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
@@ -34,20 +34,27 @@ fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, Stora
     };
     let OutputRoomEvent::NewRoomEvent { event, adds_state_event_ids, removes_state_event_ids, txn, .. } = output;
     let txn = txn.as_ref().map(|t| (t.device_id.as_str(), t.txn_id.as_str()));
-    let Some(position) = storage::insert_event(t, &event, txn)? else { return Ok(BTreeSet::new()) };
-    let room_id = event["room_id"].as_str().unwrap_or_default().to_owned();
+    let room_id = event["room_id"].as_str().ok_or_else(|| StorageError::Corrupt("event without room_id".into()))?;
+    let room = storage::room_nid_or_insert(t, room_id)?;
+    let Some(position) = storage::insert_event(t, room, &event, txn)? else { return Ok(BTreeSet::new()) };
 
     // Invariant: state advances only by the room server's adds and removes,
     // never by replaying state events in timeline order (seed 001).
     let mut removed_by_key = std::collections::BTreeMap::new();
     for id in &removes_state_event_ids {
-        if let Some((_, ty, Some(key), _)) = storage::event_by_id(t, id.as_str())? {
-            removed_by_key.insert((ty, key), id.to_string());
+        if let Some(EventRow { position: removed, event_type, state_key: Some(key), .. }) =
+            storage::event_by_id(t, id.as_str())?
+        {
+            removed_by_key.insert((event_type, key), removed);
         }
     }
     let mut wake: BTreeSet<String> = BTreeSet::new();
     for id in &adds_state_event_ids {
-        let Some((_, ty, Some(key), json)) = storage::event_by_id(t, id.as_str())? else { continue };
+        let Some(EventRow { position: added, event_type: ty, state_key: Some(key), json, .. }) =
+            storage::event_by_id(t, id.as_str())?
+        else {
+            continue;
+        };
         // Only a member event is parsed: its membership is in its content.
         let membership = if ty == "m.room.member" {
             let json = storage::parse(&json)?;
@@ -55,25 +62,19 @@ fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, Stora
         } else {
             None
         };
-        let state_key = (ty.clone(), key.clone());
+        let state_key = (ty, key);
         let removed = removed_by_key.remove(&state_key);
-        storage::apply_state_change(
-            t,
-            &room_id,
-            &state_key,
-            Some((id.as_str(), membership.as_deref())),
-            removed.as_deref(),
-            position,
-        )?;
+        storage::apply_state_change(t, room, &state_key, Some((added, membership.as_deref())), removed, position)?;
         if let Some(membership) = &membership {
-            storage::insert_membership(t, &key, &room_id, position, membership, id.as_str())?;
+            let (_, key) = state_key;
+            storage::insert_membership(t, &key, room, position, membership, added)?;
             wake.insert(key);
         }
     }
     for (key, removed) in removed_by_key {
-        storage::apply_state_change(t, &room_id, &key, None, Some(&removed), position)?;
+        storage::apply_state_change(t, room, &key, None, Some(removed), position)?;
     }
-    wake.extend(storage::joined_users(t, &room_id)?);
+    wake.extend(storage::joined_users(t, room)?);
     Ok(wake)
 }
 

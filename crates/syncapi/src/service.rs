@@ -17,7 +17,7 @@ use crate::notifier::Notifier;
 use crate::response::{
     DeviceLists, Events, InvitedRoom, MessagesResponse, RawEvent, Rooms, SyncResponse, SyncRoom, Timeline,
 };
-use crate::storage::{self, EventRow, MIGRATIONS};
+use crate::storage::{self, CurrentMembership, EventRow, MIGRATIONS, Position, RoomNid};
 use crate::token::SyncToken;
 use crate::{TIMELINE_LIMIT_DEFAULT, consumer};
 
@@ -83,15 +83,15 @@ fn for_device(row: EventRow, device_id: &str) -> Result<RawEvent, StorageError> 
 
 /// A string in one stored event, at a JSON pointer (`None`: no such event,
 /// or no string there). Parses that one event.
-fn string_in(t: &Transaction<'_>, event_id: &str, pointer: &str) -> Result<Option<String>, StorageError> {
-    let Some(json) = storage::event_json(t, event_id)? else { return Ok(None) };
+fn string_in(t: &Transaction<'_>, event: Position, pointer: &str) -> Result<Option<String>, StorageError> {
+    let Some(json) = storage::event_json(t, event)? else { return Ok(None) };
     Ok(storage::parse(&json)?.pointer(pointer).and_then(JsonValue::as_str).map(str::to_owned))
 }
 
 /// The stripped form of a stored event, for `invite_state` (parsed: an
 /// invite shows a few events).
-fn stripped(t: &Transaction<'_>, event_id: &str) -> Result<Option<JsonValue>, StorageError> {
-    let Some(json) = storage::event_json(t, event_id)? else { return Ok(None) };
+fn stripped(t: &Transaction<'_>, event: Position) -> Result<Option<JsonValue>, StorageError> {
+    let Some(json) = storage::event_json(t, event)? else { return Ok(None) };
     let e = storage::parse(&json)?;
     Ok(Some(json!({"type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"]})))
 }
@@ -109,35 +109,34 @@ fn room_allowed(filter: &RoomEventFilter, room_id: &str) -> bool {
 fn visible_to(
     t: &Transaction<'_>,
     user_id: &str,
-    room_id: &str,
+    room: RoomNid,
     events: Vec<EventRow>,
 ) -> Result<Vec<EventRow>, StorageError> {
     let (Some(first), Some(last)) = (events.first().map(|e| e.position), events.last().map(|e| e.position)) else {
         return Ok(events);
     };
     let vis_key = ("m.room.history_visibility".to_owned(), String::new());
-    let content_of = |event_id: Option<&String>| -> Result<String, StorageError> {
-        let Some(event_id) = event_id else { return Ok("shared".into()) };
-        Ok(string_in(t, event_id, "/content/history_visibility")?.unwrap_or_else(|| "shared".into()))
+    let content_of = |event: Option<Position>| -> Result<String, StorageError> {
+        let Some(event) = event else { return Ok("shared".into()) };
+        Ok(string_in(t, event, "/content/history_visibility")?.unwrap_or_else(|| "shared".into()))
     };
     let keys = BTreeSet::from([vis_key.clone()]);
-    let mut visibility = content_of(storage::state_before(t, room_id, first, Some(&keys))?.get(&vis_key))?;
-    let vis_changes = storage::key_changes(t, room_id, &vis_key, first, last)?;
-    let mut membership = storage::membership_at(t, user_id, room_id, first - 1)?.map(|(m, _)| m);
+    let mut visibility = content_of(storage::state_before(t, room, first, Some(&keys))?.get(&vis_key).copied())?;
+    let vis_changes = storage::key_changes(t, room, &vis_key, first, last)?;
+    let mut membership = storage::membership_at(t, user_id, room, first - 1)?.map(|(m, _)| m);
     let member_key = ("m.room.member".to_owned(), user_id.to_owned());
-    let member_changes = storage::key_changes(t, room_id, &member_key, first, last)?;
+    let member_changes = storage::key_changes(t, room, &member_key, first, last)?;
     let (mut v, mut m) = (0, 0);
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         // Apply the changes made by events before this one.
         while v < vis_changes.len() && vis_changes[v].0 < event.position {
-            visibility = content_of(vis_changes[v].1.as_ref())?;
+            visibility = content_of(vis_changes[v].1)?;
             v += 1;
         }
         while m < member_changes.len() && member_changes[m].0 < event.position {
-            let added = member_changes[m].1.as_ref();
-            membership = match added {
-                Some(id) => string_in(t, id, "/content/membership")?,
+            membership = match member_changes[m].1 {
+                Some(added) => string_in(t, added, "/content/membership")?,
                 None => None,
             };
             m += 1;
@@ -202,7 +201,7 @@ struct Reader<'a> {
 fn room_sync(
     t: &Transaction<'_>,
     reader: Reader<'_>,
-    room_id: &str,
+    room: RoomNid,
     after: i64,
     upto: i64,
     full: bool,
@@ -210,18 +209,18 @@ fn room_sync(
 ) -> Result<RoomSync, StorageError> {
     let Reader { user_id, device_id, state_after } = reader;
     let limit = filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
-    let (events, more) = storage::room_events(t, room_id, after, upto, limit, false, filter)?;
+    let (events, more) = storage::room_events(t, room, after, upto, limit, false, filter)?;
     let start = events.first().map_or(upto + 1, |e| e.position);
-    let events = visible_to(t, user_id, room_id, events)?;
+    let events = visible_to(t, user_id, room, events)?;
     // `state`: the state at the timeline's start; `state_after` (MSC4222): at
     // its end, counting the timeline's own state events. Full, or only the
     // keys that changed since `after`.
     let at = if state_after { upto + 1 } else { start };
     let state_ids = if full {
-        storage::state_before(t, room_id, at, None)?
+        storage::state_before(t, room, at, None)?
     } else {
-        let changed = storage::state_keys_changed(t, room_id, after, at)?;
-        if changed.is_empty() { Default::default() } else { storage::state_before(t, room_id, at, Some(&changed))? }
+        let changed = storage::state_keys_changed(t, room, after, at)?;
+        if changed.is_empty() { Default::default() } else { storage::state_before(t, room, at, Some(&changed))? }
     };
     let state = storage::events_json(t, state_ids.into_values())?;
     Ok(RoomSync {
@@ -252,21 +251,21 @@ fn build_sync(
         Some(s) => storage::membership_changes(t, user_id, s, now)?,
         None => BTreeSet::new(),
     };
-    for (room_id, membership, position) in storage::current_memberships(t, user_id)? {
+    for CurrentMembership { room, room_id, membership, position } in storage::current_memberships(t, user_id)? {
         if !room_allowed(filter, &room_id) {
             continue;
         }
         match (membership.as_str(), since_pos) {
             ("join", None) => {
-                join.insert(room_id.clone(), room_sync(t, reader, &room_id, 0, now, true, filter)?.into_response());
+                join.insert(room_id.clone(), room_sync(t, reader, room, 0, now, true, filter)?.into_response());
             }
             ("join", Some(s)) => {
                 // A room is newly joined only if the user was not joined at `since`:
                 // a duplicate join or a profile change is not a new join.
-                let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
-                let newly = changed.contains(&room_id) && !joined_before;
+                let joined_before = storage::membership_at(t, user_id, room, s)?.is_some_and(|(m, _)| m == "join");
+                let newly = changed.contains(&room) && !joined_before;
                 let full = newly || request.full_state;
-                let sync = room_sync(t, reader, &room_id, if newly { 0 } else { s }, now, full, filter)?;
+                let sync = room_sync(t, reader, room, if newly { 0 } else { s }, now, full, filter)?;
                 if newly || request.full_state || !sync.timeline.is_empty() || !sync.state.is_empty() {
                     let mut sync = sync;
                     if newly {
@@ -277,17 +276,17 @@ fn build_sync(
             }
             ("invite", _) if since_pos.is_none_or(|s| position > s) => {
                 let mut state: Vec<JsonValue> = Vec::new();
-                let current = storage::state_before(t, &room_id, i64::MAX, None)?;
-                for ((ty, key), event_id) in &current {
+                let current = storage::state_before(t, room, i64::MAX, None)?;
+                for ((ty, key), &event) in &current {
                     let inviter_or_me = ty == "m.room.member" && key == user_id;
                     if INVITE_STATE_TYPES.contains(&ty.as_str()) || inviter_or_me {
-                        state.extend(stripped(t, event_id)?);
+                        state.extend(stripped(t, event)?);
                     }
                 }
                 // The inviter's member event.
-                if let Some(me) = current.get(&("m.room.member".to_owned(), user_id.to_owned()))
+                if let Some(&me) = current.get(&("m.room.member".to_owned(), user_id.to_owned()))
                     && let Some(inviter) = string_in(t, me, "/sender")?
-                    && let Some(theirs) = current.get(&("m.room.member".to_owned(), inviter))
+                    && let Some(&theirs) = current.get(&("m.room.member".to_owned(), inviter))
                 {
                     state.extend(stripped(t, theirs)?);
                 }
@@ -295,8 +294,8 @@ fn build_sync(
             }
             ("leave" | "ban", Some(s)) if position > s => {
                 // The events up to the leave, with the state at their start.
-                let joined_before = storage::membership_at(t, user_id, &room_id, s)?.is_some_and(|(m, _)| m == "join");
-                let sync = room_sync(t, reader, &room_id, s, position, !joined_before, filter)?;
+                let joined_before = storage::membership_at(t, user_id, room, s)?.is_some_and(|(m, _)| m == "join");
+                let sync = room_sync(t, reader, room, s, position, !joined_before, filter)?;
                 leave.insert(room_id.clone(), sync.into_response());
             }
             _ => {}
@@ -391,11 +390,13 @@ impl SyncApi for SyncService {
         self.pool
             .read(move |t| {
                 let position = (at.events as i64).min(storage::max_position(t)?);
-                match storage::membership_at(t, &user, &room, position)? {
+                let forbidden = || Ok(Err(SyncError::Forbidden("You were not in this room at that point".into())));
+                let Some(room) = storage::room_nid(t, &room)? else { return forbidden() };
+                match storage::membership_at(t, &user, room, position)? {
                     Some((membership, _)) if matches!(membership.as_str(), "join" | "leave" | "ban") => {}
-                    _ => return Ok(Err(SyncError::Forbidden("You were not in this room at that point".into()))),
+                    _ => return forbidden(),
                 }
-                let state = storage::state_before(t, &room, position + 1, None)?;
+                let state = storage::state_before(t, room, position + 1, None)?;
                 // Not a hot path: `/members?at=` answers with parsed events.
                 let events = storage::events_json(t, state.into_values())?;
                 Ok(Ok(events.iter().map(|e| storage::parse(e)).collect::<Result<_, _>>()?))
@@ -419,8 +420,10 @@ impl SyncApi for SyncService {
                 let now = storage::max_position(t)?;
                 // A user reads the room up to where they left it, and only if
                 // they were ever in it (or invited: nothing but the invite).
-                let Some((membership, position)) = storage::membership_at(t, &user, &room, now)? else {
-                    return Ok(Err(SyncError::Forbidden("You are not in this room".into())));
+                let forbidden = || Ok(Err(SyncError::Forbidden("You are not in this room".into())));
+                let Some(room) = storage::room_nid(t, &room)? else { return forbidden() };
+                let Some((membership, position)) = storage::membership_at(t, &user, room, now)? else {
+                    return forbidden();
                 };
                 let visible_upto = if membership == "join" { now } else { position };
                 let limit = request.filter.limit.unwrap_or(TIMELINE_LIMIT_DEFAULT).min(TIMELINE_EVENTS_MAX);
@@ -432,11 +435,11 @@ impl SyncApi for SyncService {
                     (from, to.map_or(visible_upto, |t| (t.events as i64).min(visible_upto)))
                 };
                 let (events, more) =
-                    storage::room_events(t, &room, after, upto, limit, !request.backwards, &request.filter)?;
+                    storage::room_events(t, room, after, upto, limit, !request.backwards, &request.filter)?;
                 // Paging tokens come from the range read, so hidden events
                 // never stall paging. `events` is in stream order.
                 let (first, last) = (events.first().map(|e| e.position), events.last().map(|e| e.position));
-                let shown = visible_to(t, &user, &room, events)?;
+                let shown = visible_to(t, &user, room, events)?;
                 let start = from.unwrap_or_else(|| SyncToken::at(if request.backwards { upto } else { after } as u64));
                 let mut chunk: Vec<RawEvent> = shown.into_iter().map(|e| e.json).collect();
                 let end = if request.backwards {
