@@ -2,8 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use neurite_core::{MatrixError, MatrixResult};
-use neurite_syncapi::{MessagesRequest, MessagesResponse, RoomEventFilter, SyncError, SyncRequest, SyncResponse};
+use neurite_syncapi::{MessagesRequest, MessagesResponse, RoomEventFilter, SyncError, SyncRequest};
 use ruma::api::Direction;
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter as RumaRoomEventFilter};
 use ruma::api::client::message::get_message_events;
@@ -47,10 +49,7 @@ fn timeline_filter(
 
 /// # `GET /_matrix/client/v3/sync`
 /// [spec](https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync)
-pub(crate) async fn sync(
-    State(api): State<ClientApi>,
-    req: Ruma<sync_events::v3::Request>,
-) -> MatrixResult<Json<SyncResponse>> {
+pub(crate) async fn sync(State(api): State<ClientApi>, req: Ruma<sync_events::v3::Request>) -> MatrixResult<Response> {
     let session = req.session();
     let body = &req.body;
     let definition = match &body.filter {
@@ -78,7 +77,7 @@ pub(crate) async fn sync(
         ),
     };
     let answer = api.sync().sync(&session.user_id, &session.device_id, request).await.map_err(sync_error)?;
-    Ok(Json(answer))
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer.to_json_bytes()).into_response())
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
