@@ -601,13 +601,16 @@ async fn a_graceful_stop_leaves_one_compact_database_file() {
     assert_eq!((status, messages["chunk"].as_array().map(Vec::len)), (200, Some(5)));
     assert!(sigterm_and_wait(&mut server).success());
 
-    // ...and after it the logs hold nothing every reader has processed, and
-    // the file has given its free pages back.
+    // ...and after it the logs hold nothing every reader has processed, no
+    // verdict is left for inputs the log can never redeliver, and the file
+    // has given its free pages back.
     let db = rusqlite::Connection::open(dir.path().join("data").join("neurite.db")).unwrap();
     let records: i64 = db.query_row("SELECT COUNT(*) FROM log_records", [], |r| r.get(0)).unwrap();
     let free: i64 = db.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     let events: i64 = db.query_row("SELECT COUNT(*) FROM roomserver_events", [], |r| r.get(0)).unwrap();
+    let verdicts: i64 = db.query_row("SELECT COUNT(*) FROM roomserver_inputs", [], |r| r.get(0)).unwrap();
     assert_eq!(records, 0, "processed log records were kept");
+    assert_eq!(verdicts, 0, "verdicts of acknowledged inputs were kept");
     assert_eq!(free, 0, "free pages were kept");
     let wal = dir.path().join("data").join("neurite.db-wal");
     assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0, "the write-ahead log was not folded in");

@@ -176,6 +176,19 @@ mod tests {
 
     /// The typed bodies serialize to the bytes the `Value`-built ones had:
     /// the same keys, in `Value`'s (sorted) order, events verbatim.
+    /// A response whose only content is `rooms`, with `next_batch` "s2".
+    fn response_with(rooms: Rooms) -> SyncResponse {
+        SyncResponse {
+            account_data: Events::default(),
+            device_lists: DeviceLists::default(),
+            device_one_time_keys_count: BTreeMap::new(),
+            next_batch: "s2".into(),
+            presence: Events::default(),
+            rooms,
+            to_device: Events::default(),
+        }
+    }
+
     #[test]
     fn bodies_serialize_as_the_value_built_ones_did() {
         let event = r#"{"event_id":"$e","type":"m.room.message"}"#;
@@ -195,15 +208,7 @@ mod tests {
         rooms.leave.insert("!c:x".into(), room(false));
         let stripped = json!({"content": {}, "sender": "@u:x", "state_key": "", "type": "m.room.create"});
         rooms.invite.insert("!d:x".into(), InvitedRoom { invite_state: Events { events: vec![stripped.clone()] } });
-        let body = SyncResponse {
-            account_data: Events::default(),
-            device_lists: DeviceLists::default(),
-            device_one_time_keys_count: BTreeMap::new(),
-            next_batch: "s2".into(),
-            presence: Events::default(),
-            rooms,
-            to_device: Events::default(),
-        };
+        let body = response_with(rooms);
         let e: JsonValue = serde_json::from_str(event).unwrap();
         let room = |key: &str| {
             json!({"timeline": {"events": [e], "limited": true, "prev_batch": "s1"}, "account_data": {"events": []},
@@ -254,15 +259,7 @@ mod tests {
             };
             rooms.join.insert(format!("!room{r}:localhost"), room);
         }
-        let body = SyncResponse {
-            account_data: Events::default(),
-            device_lists: DeviceLists::default(),
-            device_one_time_keys_count: BTreeMap::new(),
-            next_batch: "s2".into(),
-            presence: Events::default(),
-            rooms,
-            to_device: Events::default(),
-        };
+        let body = response_with(rooms);
         let bytes = body.to_json_bytes();
         assert_eq!(bytes, serde_json::to_vec(&body).unwrap());
         // Never grown: the first allocation held it all, and not wastefully.
