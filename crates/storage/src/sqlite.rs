@@ -60,7 +60,10 @@ struct Inner {
     // explicit, avoids SQLITE_BUSY, and lets it batch commits.
     writes: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    /// Invariant: a permit is held for exactly as long as a reader
+    /// connection is out of `readers`, so it travels with the connection
+    /// into the blocking task and is given back only after the connection.
+    reader_permits: Arc<Semaphore>,
     path: std::path::PathBuf,
 }
 
@@ -264,7 +267,7 @@ impl SqlitePool {
             inner: Arc::new(Inner {
                 writes,
                 readers: Mutex::new(readers),
-                reader_permits: Semaphore::new(READER_CONNECTIONS_MAX),
+                reader_permits: Arc::new(Semaphore::new(READER_CONNECTIONS_MAX)),
                 path: path.to_owned(),
             }),
         })
@@ -339,9 +342,13 @@ impl SqlitePool {
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
-        let permit = self.inner.reader_permits.acquire().await.expect("the semaphore is never closed");
+        let permit = self.inner.reader_permits.clone().acquire_owned().await.expect("the semaphore is never closed");
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        // The permit moves into the task: were this future dropped while the
+        // task runs (a cancelled request), the task would still hold the
+        // connection, and a permit freed here would let another read find
+        // none in `readers`.
+        tokio::task::spawn_blocking(move || {
             // Invariant: holding a permit means a connection is in the vector.
             let mut conn = inner
                 .readers
@@ -356,12 +363,11 @@ impl SqlitePool {
                 Ok(value)
             })();
             inner.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            drop(permit);
             result
         })
         .await
-        .map_err(StorageError::from)?;
-        drop(permit);
-        result
+        .map_err(StorageError::from)?
     }
 
     /// Gives up to `pages` free pages (left by deleted rows) back to the file
@@ -527,6 +533,31 @@ mod tests {
         assert_eq!(durable.await.unwrap().unwrap(), 2);
         assert!(pool.same_pool(&pool.clone()));
         assert!(!pool.same_pool(&SqlitePool::open(&dir.path().join("u.db")).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_midway_keeps_its_connection_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
+        let sleep = |ms| {
+            move |tx: &Transaction<'_>| {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok::<i64, StorageError>(tx.query_row("SELECT 1", [], |r| r.get(0))?)
+            }
+        };
+        // A request cancelled while its read runs: the read goes on without it.
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(20), pool.read(sleep(300))).await;
+        assert!(cancelled.is_err(), "the read should still have been running");
+        // Every connection asked for at once: the cancelled read's comes last.
+        let reads: Vec<_> = (0..READER_CONNECTIONS_MAX)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.read(sleep(100)).await })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.await.unwrap().unwrap(), 1);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
