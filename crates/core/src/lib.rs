@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod memory;
 
 pub use config::Config;
 pub use error::{ErrorKind, MatrixError, MatrixResult};

@@ -142,7 +142,7 @@ async fn maintain(limiter: Option<&RateLimiter>, log: &SqliteLog, pool: &SqliteP
             tracing::warn!(error = %e, topic, "pruning a log failed");
         }
     }
-    release_free_heap();
+    neurite_core::memory::release_free_heap();
     loop {
         match pool.release_free_pages(FREE_PAGES_RELEASED_PER_WRITE_MAX).await {
             Ok(released) if released == FREE_PAGES_RELEASED_PER_WRITE_MAX => continue,
@@ -152,21 +152,6 @@ async fn maintain(limiter: Option<&RateLimiter>, log: &SqliteLog, pool: &SqliteP
                 break;
             }
         }
-    }
-}
-
-/// Gives the allocator's free heap pages back to the operating system.
-/// glibc returns memory only from the top of its heap on its own, so a
-/// burst (32 concurrent senders, a large sync) otherwise stays resident as
-/// free memory between live allocations, under whatever peak comes next.
-/// After load.py's quick send scenario, 12 s later (one pass): 7.0 MiB of
-/// anonymous memory resident without this, 5.2 MiB with it.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the OS; it takes the
-    // allocator's own locks and is safe to call from any thread.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -36,11 +36,19 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Most writes one group commit takes; more wait for the next transaction.
 pub const GROUP_COMMIT_WRITES_MAX: usize = 512;
 
-/// Page cache of each connection, in KiB (SQLite's default is 2,000). Five
-/// connections at the default held ~10 MiB once the database outgrew them,
-/// the largest part of the server's memory; the file's pages stay in the
-/// operating system's cache, so a smaller one costs a copy, not a disk read.
-pub const PAGE_CACHE_KIB: i64 = 512;
+/// Page cache of the writer connection, in KiB (SQLite's default is 2,000).
+/// Five connections at the default held ~10 MiB once the database outgrew
+/// them, the largest part of the server's memory; the file's pages stay in
+/// the operating system's cache, so a smaller one costs a copy, not a disk
+/// read. The writer keeps the larger one: every write walks the same index
+/// pages down to the rows it appends.
+pub const WRITER_PAGE_CACHE_KIB: i64 = 512;
+
+/// Page cache of each reader connection, in KiB: the upper levels of the hot
+/// indexes fit, and the large reads (a sync of hundreds of rooms) touch far
+/// more pages than any cache here would keep. 512 KiB each held 1.5 MiB more
+/// at the peak of load.py's initial-sync scenario with no faster syncs.
+pub const READER_PAGE_CACHE_KIB: i64 = 128;
 
 /// Prepared statements each connection keeps for `prepare_cached`. Every
 /// component writes through the one writer connection, and one send runs
@@ -226,11 +234,11 @@ fn commit_batch(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) {
     }
 }
 
-fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+fn configure(conn: &Connection, page_cache_kib: i64) -> Result<(), rusqlite::Error> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // Negative: a size in KiB rather than a page count.
-    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
+    conn.pragma_update(None, "cache_size", -page_cache_kib)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
@@ -250,12 +258,12 @@ impl SqlitePool {
             writer.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         }
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        configure(&writer)?;
+        configure(&writer, WRITER_PAGE_CACHE_KIB)?;
         let mut readers = Vec::with_capacity(READER_CONNECTIONS_MAX);
         for _ in 0..READER_CONNECTIONS_MAX {
             let reader =
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-            configure(&reader)?;
+            configure(&reader, READER_PAGE_CACHE_KIB)?;
             readers.push(reader);
         }
         let (writes, queue) = mpsc::channel();
@@ -401,7 +409,7 @@ impl SqlitePool {
         let path = self.inner.path.clone();
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open(&path)?;
-            configure(&conn)?;
+            configure(&conn, READER_PAGE_CACHE_KIB)?;
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use neurite_core::{MatrixError, MatrixResult};
+use neurite_core::{MatrixError, MatrixResult, memory};
 use neurite_syncapi::{MessagesRequest, MessagesResponse, RoomEventFilter, SyncError, SyncRequest};
 use ruma::api::Direction;
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter as RumaRoomEventFilter};
@@ -77,7 +77,13 @@ pub(crate) async fn sync(State(api): State<ClientApi>, req: Ruma<sync_events::v3
         ),
     };
     let answer = api.sync().sync(&session.user_id, &session.device_id, request).await.map_err(sync_error)?;
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer.to_json_bytes()).into_response())
+    let body = answer.to_json_bytes();
+    drop(answer);
+    if body.len() >= memory::HEAP_RELEASE_AFTER_BYTES_MIN {
+        // Its events, freed just now, would otherwise stay resident.
+        memory::release_free_heap();
+    }
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
