@@ -511,7 +511,15 @@ impl SqlitePool {
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open(&path)?;
             configure(&conn, READER_PAGE_CACHE_KIB)?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            // Busy (1 in the first column, not an error) while the
+            // checkpointer copies: SQLite does not wait for that.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
+            while conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))? != 0 {
+                if std::time::Instant::now() > deadline {
+                    return Err(StorageError::Commit("the checkpoint stayed busy past the busy timeout".into()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             Ok(())
         })
         .await?
@@ -693,6 +701,27 @@ mod tests {
             "{} pages in the log file after {written} written",
             wal_file_pages()
         );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_on_stop_empties_the_log_even_while_the_checkpointer_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pool = SqlitePool::open(&path).unwrap();
+        static M: &[Migration] = &[("0001_create_t", "CREATE TABLE t (x BLOB NOT NULL)")];
+        pool.migrate("test", M).await.unwrap();
+        // Enough pages in one write that the checkpointer is still copying
+        // them when the stop's checkpoint starts.
+        pool.write(|tx| {
+            for _ in 0..3 * CHECKPOINT_WAL_PAGES / 16 {
+                tx.execute("INSERT INTO t (x) VALUES (zeroblob(65536))", [])?;
+            }
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .unwrap();
+        pool.checkpoint().await.unwrap();
+        assert_eq!(std::fs::metadata(path.with_extension("db-wal")).unwrap().len(), 0);
     }
 
     #[tokio::test]
