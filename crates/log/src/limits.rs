@@ -43,5 +43,6 @@ pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
 /// many writes as it needs, letting other writes in between. Small, because
 /// every write queued behind a prune waits for it: 10,000 records (each with
 /// its payload) once held the writer long enough to show as a 190 ms sync
-/// wake-up.
-pub const PRUNE_BATCH_RECORDS_MAX: u64 = 1_000;
+/// wake-up, and 1,000 still showed as 20-30 ms ones right after load.py's
+/// send scenario.
+pub const PRUNE_BATCH_RECORDS_MAX: u64 = 200;

@@ -339,7 +339,7 @@ impl Roomserver {
             let count = self
                 .inner
                 .pool
-                .write(move |tx| {
+                .write_deferred(move |tx| {
                     tx.delete_input_verdicts(created_through, acked_through, legacy_offset, VERDICT_PRUNE_BATCH_MAX)
                 })
                 .await

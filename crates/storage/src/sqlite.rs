@@ -487,7 +487,8 @@ impl SqlitePool {
     /// # Errors
     /// The write fails.
     pub async fn release_free_pages(&self, pages: u32) -> Result<u32, StorageError> {
-        self.write(move |tx| {
+        // Deferred: a power cut that undoes it only leaves the pages free.
+        self.write_deferred(move |tx| {
             let free = |tx: &Transaction<'_>| tx.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
             let before = free(tx)?;
             // Each step of this pragma frees one page: run it to the end.

@@ -380,10 +380,13 @@ impl SqliteLog {
         // acknowledged position.
         loop {
             let topic = topic.to_owned();
+            // Deferred: a power cut that undoes a deletion leaves records
+            // the next pass deletes again; one that keeps it kept the
+            // positions it read too (committed before it, in one log).
             let (count, upto, done) = self
                 .shared
                 .pool
-                .write(move |tx| {
+                .write_deferred(move |tx| {
                     let acked: Option<i64> = tx.query_row(
                         "SELECT MIN(acked_offset) FROM log_subscriptions WHERE topic = ?1",
                         [&topic],
