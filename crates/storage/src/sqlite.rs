@@ -262,11 +262,14 @@ fn run_writer(
         let pages = WAL_PAGES.with(std::cell::Cell::get);
         let step = checkpoint.load(Ordering::Acquire);
         if step == CHECKPOINT_COPIED || pages >= WAL_PAGES_MAX {
-            // Busy only while the checkpointer copies: then the next commit
-            // tries again.
-            match checkpoint_passive(&conn) {
-                Ok(()) => checkpoint.store(CHECKPOINT_IDLE, Ordering::Release),
-                Err(e) => tracing::debug!(error = %e, pages, "checkpointing the write-ahead log failed"),
+            // At the bound while the checkpointer still copies, this one
+            // answers busy (in its row, not as an error) and copies nothing;
+            // the checkpointer's step ends soon and this one comes again.
+            if let Err(e) = checkpoint_passive(&conn) {
+                tracing::warn!(error = %e, pages, "checkpointing the write-ahead log failed");
+            }
+            if step == CHECKPOINT_COPIED {
+                checkpoint.store(CHECKPOINT_IDLE, Ordering::Release);
             }
         } else if step == CHECKPOINT_IDLE && pages >= CHECKPOINT_WAL_PAGES {
             checkpoint.store(CHECKPOINT_ASKED, Ordering::Release);
@@ -653,13 +656,31 @@ mod tests {
         assert!(!pool.same_pool(&SqlitePool::open(&dir.path().join("u.db")).unwrap()));
     }
 
-    #[tokio::test]
-    async fn the_checkpointer_folds_the_log_into_the_file_and_the_log_starts_over() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A pool on a fresh database in `dir` with one table of blobs, and the file's path.
+    async fn blob_pool(dir: &tempfile::TempDir) -> (SqlitePool, std::path::PathBuf) {
         let path = dir.path().join("t.db");
         let pool = SqlitePool::open(&path).unwrap();
         static M: &[Migration] = &[("0001_create_t", "CREATE TABLE t (x BLOB NOT NULL)")];
         pool.migrate("test", M).await.unwrap();
+        (pool, path)
+    }
+
+    /// One write of `rows` rows of 16 pages each.
+    async fn write_blobs(pool: &SqlitePool, rows: i32) {
+        pool.write(move |tx| {
+            for _ in 0..rows {
+                tx.execute("INSERT INTO t (x) VALUES (zeroblob(65536))", [])?;
+            }
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_folds_the_log_into_the_file_and_the_log_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, path) = blob_pool(&dir).await;
         let file_pages = || std::fs::metadata(&path).unwrap().len() / 4096;
         let wal_file_pages = || std::fs::metadata(path.with_extension("db-wal")).unwrap().len() / 4096;
         // Writes of 8 rows of 16 pages, one after another.
@@ -667,14 +688,7 @@ mod tests {
             let pool = pool.clone();
             async move {
                 for _ in 0..writes {
-                    pool.write(|tx| {
-                        for _ in 0..8 {
-                            tx.execute("INSERT INTO t (x) VALUES (zeroblob(65536))", [])?;
-                        }
-                        Ok::<_, StorageError>(())
-                    })
-                    .await
-                    .unwrap();
+                    write_blobs(&pool, 8).await;
                 }
                 writes * 128
             }
@@ -707,20 +721,10 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_on_stop_empties_the_log_even_while_the_checkpointer_copies() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let pool = SqlitePool::open(&path).unwrap();
-        static M: &[Migration] = &[("0001_create_t", "CREATE TABLE t (x BLOB NOT NULL)")];
-        pool.migrate("test", M).await.unwrap();
+        let (pool, path) = blob_pool(&dir).await;
         // Enough pages in one write that the checkpointer is still copying
         // them when the stop's checkpoint starts.
-        pool.write(|tx| {
-            for _ in 0..3 * CHECKPOINT_WAL_PAGES / 16 {
-                tx.execute("INSERT INTO t (x) VALUES (zeroblob(65536))", [])?;
-            }
-            Ok::<_, StorageError>(())
-        })
-        .await
-        .unwrap();
+        write_blobs(&pool, 3 * CHECKPOINT_WAL_PAGES / 16).await;
         pool.checkpoint().await.unwrap();
         assert_eq!(std::fs::metadata(path.with_extension("db-wal")).unwrap().len(), 0);
     }
