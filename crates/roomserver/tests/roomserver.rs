@@ -26,6 +26,15 @@ async fn start() -> Harness {
     start_with_worker_idle(std::time::Duration::from_secs(neurite_roomserver::limits::ROOM_WORKER_IDLE_SECS)).await
 }
 
+/// The test server's signer for the key in `der` (PKCS#8); a restarted room
+/// server gets a signer for the same key.
+fn signer(der: &[u8]) -> Signer {
+    Signer {
+        server_name: server_name!("test.local").to_owned(),
+        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
+    }
+}
+
 /// A room server on a fresh database whose room workers retire after `idle`
 /// without inputs.
 async fn start_with_worker_idle(idle: std::time::Duration) -> Harness {
@@ -33,10 +42,6 @@ async fn start_with_worker_idle(idle: std::time::Duration) -> Harness {
     let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
     let log = SqliteLog::open(pool.clone()).await.unwrap();
     let key_der = Ed25519KeyPair::generate();
-    let signer = |der: &[u8]| Signer {
-        server_name: server_name!("test.local").to_owned(),
-        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
-    };
     let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
     Harness { _dir: dir, pool, rs, signer: signer(&key_der) }
 }
@@ -563,10 +568,6 @@ async fn an_input_arriving_while_its_rooms_retired_worker_still_publishes_waits_
     assert!(log.appender(&pool).is_none(), "the log lives elsewhere: outputs go through the outbox");
     let mut outputs = log.subscribe(neurite_log::OUTPUT_ROOM_EVENT, "order-check").await.unwrap();
     let key_der = Ed25519KeyPair::generate();
-    let signer = |der: &[u8]| Signer {
-        server_name: server_name!("test.local").to_owned(),
-        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
-    };
     let slow = SlowOutputLog { log, delay: idle * 8 };
     let rs = Roomserver::start_with(pool.clone(), Arc::new(slow), signer(&key_der), idle).await.unwrap();
     let h = Harness { _dir: dir, pool, rs, signer: signer(&key_der) };
@@ -673,10 +674,6 @@ async fn verdicts_are_pruned_once_acknowledged_and_old_enough_and_kept_otherwise
     let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
     let log = SqliteLog::open(pool.clone()).await.unwrap();
     let key_der = Ed25519KeyPair::generate();
-    let signer = |der: &[u8]| Signer {
-        server_name: server_name!("test.local").to_owned(),
-        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
-    };
     let idle = Duration::from_secs(60);
     let rs = Roomserver::start_with(pool.clone(), Arc::new(log.clone()), signer(&key_der), idle).await.unwrap();
     let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
@@ -736,10 +733,6 @@ async fn verdicts_are_kept_when_the_input_log_lives_in_another_database() {
     let log = SqliteLog::open(SqlitePool::open(&dir.path().join("log.db")).unwrap()).await.unwrap();
     assert!(log.appender(&pool).is_none());
     let key_der = Ed25519KeyPair::generate();
-    let signer = |der: &[u8]| Signer {
-        server_name: server_name!("test.local").to_owned(),
-        key: Ed25519KeyPair::from_der(der, "test".into()).unwrap(),
-    };
     let idle = std::time::Duration::from_secs(60);
     let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
     let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
