@@ -3,6 +3,7 @@
 //! state before them with ruma-state-res, and store them with the state
 //! after them. Nothing is written unless every event of the input is accepted.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use neurite_storage::StorageError;
@@ -144,25 +145,58 @@ type AuthState = HashMap<(StateEventType, String), Pdu>;
 
 /// The state of a room as the auth rules see it: (type, state key) -> event,
 /// loaded lazily from a state map, with events added during this input on top.
+///
+/// One input asks for the same few events several times (building an event
+/// names its auth events, the rules then fetch them by ID and look up the
+/// state again), so what it read is kept for the input's lifetime: each
+/// stored event is read and parsed once. Nothing outlives the input, whose
+/// savepoint may still be undone.
 struct StateView<'a, T: RoomTables> {
     t: &'a T,
     nids: StateMap,
     overlay: HashMap<(String, String), Pdu>,
+    /// State lookups answered from `nids` so far, by (type, state key).
+    read_by_key: RefCell<HashMap<(String, String), Option<Pdu>>>,
+    /// Every stored event read so far, by ID.
+    read_by_id: RefCell<HashMap<OwnedEventId, Pdu>>,
 }
 
 impl<'a, T: RoomTables> StateView<'a, T> {
+    fn new(t: &'a T, nids: StateMap) -> Self {
+        StateView { t, nids, overlay: HashMap::new(), read_by_key: RefCell::default(), read_by_id: RefCell::default() }
+    }
+
     fn get(&self, event_type: &str, state_key: &str) -> Res<Option<Pdu>> {
-        if let Some(pdu) = self.overlay.get(&(event_type.to_owned(), state_key.to_owned())) {
+        let key = (event_type.to_owned(), state_key.to_owned());
+        if let Some(pdu) = self.overlay.get(&key) {
             return Ok(Some(pdu.clone()));
         }
-        let (Some(type_nid), Some(key_nid)) = (self.t.event_type_nid(event_type)?, self.t.state_key_nid(state_key)?)
-        else {
-            return Ok(None);
-        };
-        match self.nids.get(&(type_nid, key_nid)) {
-            Some(nid) => load_pdu(self.t, *nid),
-            None => Ok(None),
+        if let Some(read) = self.read_by_key.borrow().get(&key) {
+            return Ok(read.clone());
         }
+        let read = match (self.t.event_type_nid(event_type)?, self.t.state_key_nid(state_key)?) {
+            (Some(type_nid), Some(key_nid)) => match self.nids.get(&(type_nid, key_nid)) {
+                Some(nid) => load_pdu(self.t, *nid)?,
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(pdu) = &read {
+            self.read_by_id.borrow_mut().insert(pdu.event_id.clone(), pdu.clone());
+        }
+        self.read_by_key.borrow_mut().insert(key, read.clone());
+        Ok(read)
+    }
+
+    /// A stored event by ID (a storage fault reads as absent, as the auth
+    /// rules' fetch closure wants it).
+    fn event(&self, event_id: &EventId) -> Option<Pdu> {
+        if let Some(pdu) = self.read_by_id.borrow().get(event_id) {
+            return Some(pdu.clone());
+        }
+        let (_, pdu) = load_pdu_by_id(self.t, event_id.as_str()).ok().flatten()?;
+        self.read_by_id.borrow_mut().insert(pdu.event_id.clone(), pdu.clone());
+        Some(pdu)
     }
 
     /// The events the auth rules need for `pdu`, keyed for ruma's fetch closure.
@@ -190,7 +224,6 @@ impl<'a, T: RoomTables> StateView<'a, T> {
 
 /// Checks `pdu` against the auth rules: its own auth events, then the state before it.
 fn authorize<T: RoomTables>(
-    t: &T,
     view: &StateView<'_, T>,
     pdu: &Pdu,
     rules: &RoomVersionRules,
@@ -199,8 +232,7 @@ fn authorize<T: RoomTables>(
     // Any event the rules ask for by ID: its auth events, and from room
     // version 12 the create event (whose ID is the room's). Events built in
     // this input come first, then stored ones; a storage fault reads as absent.
-    let fetch =
-        |id: &EventId| built.get(id).cloned().or_else(|| load_pdu_by_id(t, id.as_str()).ok().flatten().map(|(_, p)| p));
+    let fetch = |id: &EventId| built.get(id).cloned().or_else(|| view.event(id));
     if let Err(e) = state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch) {
         return Ok(Err(e));
     }
@@ -519,8 +551,7 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
 
     // Phase 1: build and authorize every event against the state before it,
     // in memory. Phase 2 stores them only if all were accepted.
-    let mut view =
-        StateView { t, nids: ctx.as_ref().map(|c| c.state.clone()).unwrap_or_default(), overlay: HashMap::new() };
+    let mut view = StateView::new(t, ctx.as_ref().map(|c| c.state.clone()).unwrap_or_default());
     let mut prev: Vec<OwnedEventId> =
         ctx.as_ref().map(|c| c.latest.iter().map(|(id, _)| id.clone()).collect()).unwrap_or_default();
     prev.truncate(PREV_EVENTS_COUNT_MAX);
@@ -556,7 +587,7 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
         if is_v12_create {
             room_id = Some(pdu.room_id_or_own());
         }
-        if let Err(reason) = authorize(t, &view, &pdu, &rules, &built_by_id)? {
+        if let Err(reason) = authorize(&view, &pdu, &rules, &built_by_id)? {
             tracing::debug!(event_id = %pdu.event_id, %reason, "local event rejected");
             // Recorded as rejected when it stands on stored events (the
             // input's only event); it never enters any state.
@@ -805,8 +836,8 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
     };
     let before_nid =
         store_state(t, ctx.row.nid, prev_rows[0].snapshot, &load_state(t, prev_rows[0].snapshot)?, &before)?;
-    let view = StateView { t, nids: before.clone(), overlay: HashMap::new() };
-    if let Err(reason) = authorize(t, &view, &pdu, &rules, &HashMap::new())? {
+    let view = StateView::new(t, before.clone());
+    if let Err(reason) = authorize(&view, &pdu, &rules, &HashMap::new())? {
         // Recorded as rejected: it never enters any state.
         store_rejected(t, ctx.row.nid, &pdu, before_nid)?;
         return no_outputs(Verdict::Rejected { reason });
