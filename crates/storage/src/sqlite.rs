@@ -17,9 +17,9 @@
 //! writer waits for a durable verdict before answering anyone, rows rebuilt
 //! from a durable log after a loss, log positions that only permit pruning.
 //!
-//! Checkpoints (folding the write-ahead log into the database file) run in
-//! two steps so that a commit seldom waits for one: see
-//! [`CHECKPOINT_WAL_PAGES`].
+//! Checkpoints (folding the write-ahead log into the database file) run
+//! mostly beside the writer, so that a commit seldom waits for one: see
+//! [`CHECKPOINT_WAL_PAGES`] and [`WAL_RESTART_PAGES`].
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -55,26 +55,34 @@ pub const WRITER_PAGE_CACHE_KIB: i64 = 512;
 /// at the peak of load.py's initial-sync scenario with no faster syncs.
 pub const READER_PAGE_CACHE_KIB: i64 = 128;
 
-/// Pages in the write-ahead log after which it is folded into the database
-/// file (SQLite's own automatic checkpoint uses the same size). A
-/// checkpoint in two steps keeps most of that work out of the writer: the
-/// checkpointer thread copies the log beside it, then the writer copies
-/// what was committed meanwhile (a few dozen pages), so its next commit
-/// starts the log over. SQLite's checkpoint inside a commit made one send
-/// in ~40 wait for all of it (a send writes ~24 pages): most of the sync
-/// wake-up p99 (load.py's wake scenario: 8-10 ms with it, 4.7-5.1 ms with
-/// no checkpoint at all).
+/// Pages added to the write-ahead log after which the checkpointer thread
+/// copies them into the database file (SQLite's own automatic checkpoint
+/// uses the same size), beside the writer, without blocking it. SQLite's
+/// checkpoint inside a commit made one send in ~40 wait for all of it (a
+/// send writes ~24 pages): most of the sync wake-up p99 (load.py's wake
+/// scenario: 8-10 ms with it, 4.7-5.1 ms with no checkpoint at all).
 pub const CHECKPOINT_WAL_PAGES: i32 = 1_000;
+
+/// Pages in the write-ahead log at which it starts over: the checkpointer's
+/// copy begun there also syncs the database file, then the writer copies
+/// what was committed since (a few dozen pages, but two fsyncs, which every
+/// write queued meanwhile waits for: 0.6-1.0 ms), so its next commit starts
+/// the log from the beginning. Taking that step after every copy put one
+/// send in ~48 behind it, 2% of sends and so their p99; at four copies per
+/// restart it is one in ~190.
+pub const WAL_RESTART_PAGES: i32 = 4 * CHECKPOINT_WAL_PAGES;
 
 /// Pages in the write-ahead log at which the writer checkpoints by itself,
 /// whatever the checkpointer is doing: a log without bound would make every
 /// read slower.
-pub const WAL_PAGES_MAX: i32 = 4 * CHECKPOINT_WAL_PAGES;
+pub const WAL_PAGES_MAX: i32 = 2 * WAL_RESTART_PAGES;
 
 /// Bytes the write-ahead log file is cut back to when the log starts over
 /// (it keeps its largest size otherwise): room for a log at the
-/// [`WAL_PAGES_MAX`] bound.
-pub const WAL_FILE_BYTES_KEPT_MAX: i64 = WAL_PAGES_MAX as i64 * 4096;
+/// [`WAL_PAGES_MAX`] bound (a frame is a page and a 24-byte header), so a
+/// log that starts over at [`WAL_RESTART_PAGES`] keeps its file as it is
+/// instead of cutting it and growing it again each time.
+pub const WAL_FILE_BYTES_KEPT_MAX: i64 = WAL_PAGES_MAX as i64 * (4096 + 24);
 
 /// Prepared statements each connection keeps for `prepare_cached`. Every
 /// component writes through the one writer connection, and one send runs
@@ -207,12 +215,13 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
     Ok(())
 }
 
-/// Where the checkpoint in two steps stands, shared by the writer and the
-/// checkpointer thread.
+/// Where the checkpointer stands, shared by the writer and the checkpointer
+/// thread: idle, not asked since its last copy ended.
 const CHECKPOINT_IDLE: u8 = 0;
-/// The writer asked the checkpointer for its step.
+/// The writer asked the checkpointer for a copy.
 const CHECKPOINT_ASKED: u8 = 1;
-/// The checkpointer's step ended: the writer's comes after its next commit.
+/// The checkpointer's copy ended: at [`WAL_RESTART_PAGES`], the writer's
+/// step comes after its next commit.
 const CHECKPOINT_COPIED: u8 = 2;
 
 /// Folds what it can of the write-ahead log into the database file, without
@@ -224,17 +233,20 @@ fn checkpoint_passive(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The writer thread: takes every queued write, runs them in one transaction
 /// and commits once, until every pool handle is gone. Between commits it
-/// drives the checkpoint (see [`CHECKPOINT_WAL_PAGES`]): it wakes the
-/// checkpointer through `checkpoints` and takes the second step itself.
+/// drives the checkpoints (see [`CHECKPOINT_WAL_PAGES`] and
+/// [`WAL_RESTART_PAGES`]): it wakes the checkpointer through `checkpoints`
+/// and takes the step that lets the log start over itself.
 fn run_writer(
     mut conn: Connection,
     writes: mpsc::Receiver<Box<dyn WriteJob>>,
-    checkpoints: mpsc::SyncSender<()>,
+    checkpoints: mpsc::SyncSender<bool>,
     checkpoint: Arc<AtomicU8>,
 ) {
     conn.wal_hook(Some(note_wal_pages));
     // Invariant: `configure` left the connection at `synchronous=FULL`.
     let mut synchronous = Durability::Full;
+    // Pages in the log when the checkpointer was last asked for a copy.
+    let mut asked_at = 0;
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_WRITES_MAX {
@@ -260,8 +272,14 @@ fn run_writer(
         }
         commit_batch(&mut conn, batch);
         let pages = WAL_PAGES.with(std::cell::Cell::get);
+        if pages < asked_at {
+            // The log started over.
+            asked_at = 0;
+        }
         let step = checkpoint.load(Ordering::Acquire);
-        if step == CHECKPOINT_COPIED || pages >= WAL_PAGES_MAX {
+        // Invariant: the writer's step follows a copy the checkpointer began
+        // at `WAL_RESTART_PAGES` or later, so it has only a few pages left.
+        if (step == CHECKPOINT_COPIED && asked_at >= WAL_RESTART_PAGES) || pages >= WAL_PAGES_MAX {
             // At the bound while the checkpointer still copies, this one
             // answers busy (in its row, not as an error) and copies nothing;
             // the checkpointer's step ends soon and this one comes again.
@@ -271,9 +289,13 @@ fn run_writer(
             if step == CHECKPOINT_COPIED {
                 checkpoint.store(CHECKPOINT_IDLE, Ordering::Release);
             }
-        } else if step == CHECKPOINT_IDLE && pages >= CHECKPOINT_WAL_PAGES {
+        } else if step != CHECKPOINT_ASKED
+            && (pages - asked_at >= CHECKPOINT_WAL_PAGES
+                || (pages >= WAL_RESTART_PAGES && asked_at < WAL_RESTART_PAGES))
+        {
             checkpoint.store(CHECKPOINT_ASKED, Ordering::Release);
-            if checkpoints.try_send(()).is_err() {
+            asked_at = pages;
+            if checkpoints.try_send(asked_at >= WAL_RESTART_PAGES).is_err() {
                 // The checkpointer is gone (it panicked): the writer alone.
                 checkpoint.store(CHECKPOINT_COPIED, Ordering::Release);
             }
@@ -281,13 +303,31 @@ fn run_writer(
     }
 }
 
-/// The checkpointer thread: the first step of each checkpoint the writer
-/// asks for (see [`CHECKPOINT_WAL_PAGES`]), on its own connection; ends with
-/// the writer.
-fn run_checkpointer(conn: Connection, asked: mpsc::Receiver<()>, checkpoint: Arc<AtomicU8>) {
-    while asked.recv().is_ok() {
+/// The checkpointer thread: copies the log into the database file each time
+/// the writer asks (see [`CHECKPOINT_WAL_PAGES`]), on its own connection;
+/// for the copy before the log starts over (the writer sends `true`), it
+/// then syncs the file (`database`). Ends with the writer.
+///
+/// SQLite syncs the database file only at the end of a copy that reached
+/// the end of the log, which beside a busy writer is the writer's step:
+/// that one fsync then wrote every page of the checkpointer's copies since
+/// the log started over, 5-8 ms in the writer's path after load.py's send
+/// scenario. Synced here, the writer's fsync has only its own few pages.
+/// Only once before each restart: a sync after every copy put that disk
+/// work beside the sends' own fsyncs four times as often (sequential sends
+/// after the send scenario: p99 2.5-3.5 ms instead of 1.9-2.3).
+fn run_checkpointer(
+    conn: Connection,
+    database: Option<std::fs::File>,
+    asked: mpsc::Receiver<bool>,
+    checkpoint: Arc<AtomicU8>,
+) {
+    while let Ok(sync) = asked.recv() {
         if let Err(e) = checkpoint_passive(&conn) {
             tracing::warn!(error = %e, "checkpointing the write-ahead log failed; the writer takes it all");
+        }
+        if sync && let Some(Err(e)) = database.as_ref().map(std::fs::File::sync_data) {
+            tracing::warn!(error = %e, "syncing the database file failed; the writer's checkpoint syncs it");
         }
         checkpoint.store(CHECKPOINT_COPIED, Ordering::Release);
     }
@@ -363,12 +403,15 @@ impl SqlitePool {
         }
         let checkpointer = Connection::open(path)?;
         configure(&checkpointer, READER_PAGE_CACHE_KIB)?;
+        // For its fsync only (any descriptor of the file syncs it); a
+        // database it cannot open is synced by SQLite as before.
+        let database = std::fs::File::open(path).ok();
         let (checkpoints, asked) = mpsc::sync_channel(1);
         let checkpoint = Arc::new(AtomicU8::new(CHECKPOINT_IDLE));
         let step = checkpoint.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, asked, step))
+            .spawn(move || run_checkpointer(checkpointer, database, asked, step))
             .map_err(|e| StorageError::Commit(format!("cannot start the checkpointer thread: {e}")))?;
         let (writes, queue) = mpsc::channel();
         std::thread::Builder::new()
@@ -693,21 +736,30 @@ mod tests {
                 writes * 128
             }
         };
-        // Below `WAL_PAGES_MAX` the writer never folds the log itself (its
-        // automatic checkpoint is off): the checkpointer does, with no
+        // Below `WAL_RESTART_PAGES` the writer never folds the log itself
+        // (its automatic checkpoint is off): the checkpointer does, with no
         // further write, but for a log too short to wake it.
         let written = write_pages(2 * CHECKPOINT_WAL_PAGES as u64 / 128).await;
         let folded = written - CHECKPOINT_WAL_PAGES as u64;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while file_pages() < folded && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let folded_by = |pages: u64| async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while file_pages() < pages && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(file_pages() >= pages, "{} pages in the file, {pages} expected", file_pages());
+        };
+        folded_by(folded).await;
+        // Past `WAL_RESTART_PAGES`, once the checkpointer copied, the writer
+        // copies the rest after a commit and the log starts over at the
+        // commit after that.
+        let written = written + write_pages(WAL_RESTART_PAGES as u64 / 128).await;
+        folded_by(written - CHECKPOINT_WAL_PAGES as u64 - 128).await;
+        for _ in 0..2 {
+            pool.write(|tx| Ok::<_, StorageError>(tx.execute("INSERT INTO t (x) VALUES (x'00')", [])?)).await.unwrap();
         }
-        assert!(file_pages() >= folded, "{} pages in the file after {written} written", file_pages());
-        // The next write starts the log over.
-        pool.write(|tx| Ok::<_, StorageError>(tx.execute("INSERT INTO t (x) VALUES (x'00')", [])?)).await.unwrap();
         let frames: i64 =
             Connection::open(&path).unwrap().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap();
-        assert!(frames <= i64::from(CHECKPOINT_WAL_PAGES), "{frames} frames in the log");
+        assert!(frames < i64::from(WAL_RESTART_PAGES), "{frames} frames in the log after {written} pages written");
         // Writes without a pause: the log still starts over, at the latest
         // at `WAL_PAGES_MAX`, and its file is cut back when it does.
         let written = write_pages(3 * WAL_PAGES_MAX as u64 / 128).await;
