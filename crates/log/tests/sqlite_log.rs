@@ -366,6 +366,25 @@ async fn prune_deletes_only_what_every_subscription_acknowledged() {
 }
 
 #[tokio::test]
+async fn offsets_continue_after_a_restart_with_every_record_pruned() {
+    let dir = TempDir::new().unwrap();
+    {
+        let log = open(&dir).await;
+        let mut reader = log.subscribe(TOPIC, "reader").await.unwrap();
+        for i in 1..=3 {
+            publish(&log, "!a:x", &i.to_string()).await;
+        }
+        for offset in offsets(&next(&mut reader, 10).await) {
+            reader.ack(offset).await.unwrap();
+        }
+        assert_eq!(log.prune(TOPIC).await.unwrap(), 3);
+    }
+    let log = open(&dir).await;
+    assert_eq!(log.latest_offset(TOPIC).await.unwrap(), 3);
+    assert_eq!(publish(&log, "!a:x", "4").await, 4);
+}
+
+#[tokio::test]
 async fn a_payload_over_the_limit_is_refused() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir).await;

@@ -684,9 +684,10 @@ impl RoomserverInput for Roomserver {
         let (tx, rx) = oneshot::channel();
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(request_id.clone(), tx);
         // Provisional: the writer answers nobody before the verdict, which
-        // commits durably (and makes this record durable with it).
-        let published =
-            self.inner.log.publish_provisional(neurite_log::INPUT_ROOM_EVENT, &key, payload, Some(&request_id)).await;
+        // commits durably (and makes this record durable with it). No
+        // de-duplication ID: this record is published once, and a
+        // redelivered one is answered by its stored verdict (by request ID).
+        let published = self.inner.log.publish_provisional(neurite_log::INPUT_ROOM_EVENT, &key, payload, None).await;
         if let Err(e) = published {
             self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
             return Err(fault(e));

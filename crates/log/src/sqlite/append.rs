@@ -16,8 +16,10 @@ pub(crate) type Placed = (u64, bool);
 
 /// Appends `records` to `topic` in `tx` and returns where each went (the
 /// earlier record's offset for a repeated de-duplication ID). Offsets
-/// continue from `log_topics`, so appends of several transactions on the one
-/// writer connection never collide, and an undone append gives its offsets back.
+/// continue from the topic's highest record, or from `log_topics` when
+/// pruning left none higher (see [`last_offset`]), so appends of several
+/// transactions on the one writer connection never collide, and an undone
+/// append gives its offsets back.
 pub(crate) fn append(
     tx: &Transaction<'_>,
     topic: &str,
@@ -26,12 +28,7 @@ pub(crate) fn append(
     let now = now_ms() as i64;
     let mut offsets = Vec::with_capacity(records.len());
     let mut find_dedup = tx.prepare_cached("SELECT offset FROM log_records WHERE topic = ?1 AND dedup_id = ?2")?;
-    let stored: Option<i64> = tx
-        .prepare_cached("SELECT last_offset FROM log_topics WHERE topic = ?1")?
-        .query_row([topic], |r| r.get(0))
-        .optional()?;
-    let mut last = to_offset(stored.unwrap_or(0))?;
-    let first = last;
+    let mut last = last_offset(tx, topic)?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO log_records (topic, offset, key, payload, dedup_id, created_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
@@ -49,14 +46,36 @@ pub(crate) fn append(
         insert.execute(params![topic, last as i64, record.key, record.payload, record.dedup_id, now])?;
         offsets.push((last, true));
     }
-    if last > first {
-        tx.prepare_cached(
-            "INSERT INTO log_topics (topic, last_offset) VALUES (?1, ?2)
-             ON CONFLICT (topic) DO UPDATE SET last_offset = excluded.last_offset",
-        )?
-        .execute((topic, last as i64))?;
-    }
     Ok(offsets)
+}
+
+/// The last offset `topic` handed out: its highest record's, or the one
+/// `log_topics` kept when pruning deleted the highest records.
+///
+/// An append writes only its records: updating a counter row as well cost
+/// each append its own page in the write-ahead log (two of the ~20 pages a
+/// send writes). Offsets are never reused because [`remember_last_offset`]
+/// runs in every transaction that deletes records.
+pub(crate) fn last_offset(tx: &Transaction<'_>, topic: &str) -> Result<u64, StorageError> {
+    let (kept, highest): (Option<i64>, Option<i64>) = tx
+        .prepare_cached(
+            "SELECT (SELECT last_offset FROM log_topics WHERE topic = ?1),
+                    (SELECT MAX(offset) FROM log_records WHERE topic = ?1)",
+        )?
+        .query_row([topic], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    to_offset(kept.unwrap_or(0).max(highest.unwrap_or(0)))
+}
+
+/// Keeps `topic`'s last offset in `log_topics`; runs before records are
+/// deleted, in the same transaction (see [`last_offset`]).
+pub(crate) fn remember_last_offset(tx: &Transaction<'_>, topic: &str) -> Result<(), StorageError> {
+    let last = last_offset(tx, topic)?;
+    tx.prepare_cached(
+        "INSERT INTO log_topics (topic, last_offset) VALUES (?1, ?2)
+         ON CONFLICT (topic) DO UPDATE SET last_offset = excluded.last_offset",
+    )?
+    .execute((topic, last as i64))?;
+    Ok(())
 }
 
 /// The records [`append`] appended now, as readers get them.

@@ -256,7 +256,12 @@ impl SqliteLog {
         let (topics, subscriptions) = pool
             .read(|tx| {
                 let topics = tx
-                    .prepare("SELECT topic, last_offset FROM log_topics")?
+                    .prepare(
+                        "SELECT topic, MAX(last) FROM (
+                             SELECT topic, last_offset AS last FROM log_topics
+                             UNION ALL SELECT topic, MAX(offset) FROM log_records GROUP BY topic
+                         ) GROUP BY topic",
+                    )?
                     .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                     .collect::<Result<Vec<_>, _>>()?;
                 let subscriptions = tx
@@ -399,6 +404,7 @@ impl SqliteLog {
                         return Ok((0, 0, true));
                     }
                     let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX as i64 - 1));
+                    append::remember_last_offset(tx, &topic)?;
                     let count =
                         tx.execute("DELETE FROM log_records WHERE topic = ?1 AND offset <= ?2", (&topic, upto))?;
                     Ok::<_, StorageError>((count as u64, upto, upto == acked))
