@@ -155,8 +155,9 @@ struct StateView<'a, T: RoomTables> {
     t: &'a T,
     nids: StateMap,
     overlay: HashMap<(String, String), Pdu>,
-    /// State lookups answered from `nids` so far, by (type, state key).
-    read_by_key: RefCell<HashMap<(String, String), Option<Pdu>>>,
+    /// State lookups answered from `nids` so far, by (type, state key): the
+    /// event's ID (the event itself is in `read_by_id`), `None` for no event.
+    read_by_key: RefCell<HashMap<(String, String), Option<OwnedEventId>>>,
     /// Every stored event read so far, by ID.
     read_by_id: RefCell<HashMap<OwnedEventId, Pdu>>,
 }
@@ -172,7 +173,7 @@ impl<'a, T: RoomTables> StateView<'a, T> {
             return Ok(Some(pdu.clone()));
         }
         if let Some(read) = self.read_by_key.borrow().get(&key) {
-            return Ok(read.clone());
+            return Ok(read.as_ref().and_then(|id| self.read_by_id.borrow().get(id).cloned()));
         }
         let read = match (self.t.event_type_nid(event_type)?, self.t.state_key_nid(state_key)?) {
             (Some(type_nid), Some(key_nid)) => match self.nids.get(&(type_nid, key_nid)) {
@@ -184,7 +185,7 @@ impl<'a, T: RoomTables> StateView<'a, T> {
         if let Some(pdu) = &read {
             self.read_by_id.borrow_mut().insert(pdu.event_id.clone(), pdu.clone());
         }
-        self.read_by_key.borrow_mut().insert(key, read.clone());
+        self.read_by_key.borrow_mut().insert(key, read.as_ref().map(|pdu| pdu.event_id.clone()));
         Ok(read)
     }
 
