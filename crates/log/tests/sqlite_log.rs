@@ -27,6 +27,13 @@ async fn publish(log: &SqliteLog, key: &str, payload: &str) -> u64 {
     log.publish(TOPIC, key, payload.as_bytes().to_vec(), None).await.expect("publish")
 }
 
+/// Publishes the payloads "1" to "n" under one key.
+async fn publish_numbered(log: &SqliteLog, n: u32) {
+    for i in 1..=n {
+        publish(log, "!a:x", &i.to_string()).await;
+    }
+}
+
 /// The next batch, failing the test instead of hanging.
 async fn next(sub: &mut Box<dyn Subscription>, max: usize) -> Vec<Record> {
     timeout(DONE, sub.next(max)).await.expect("next returns").expect("next succeeds")
@@ -156,9 +163,7 @@ async fn out_of_order_acks_keep_the_position_below_the_first_gap() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir).await;
     let mut sub = log.subscribe(TOPIC, "reader").await.unwrap();
-    for i in 1..=3 {
-        publish(&log, "!a:x", &i.to_string()).await;
-    }
+    publish_numbered(&log, 3).await;
     assert_eq!(offsets(&next(&mut sub, 10).await), [1, 2, 3]);
     sub.ack(3).await.unwrap();
     sub.ack(2).await.unwrap();
@@ -337,9 +342,7 @@ async fn records_and_positions_survive_closing_and_reopening_the_database() {
 async fn prune_deletes_only_what_every_subscription_acknowledged() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir).await;
-    for i in 1..=3 {
-        publish(&log, "!a:x", &i.to_string()).await;
-    }
+    publish_numbered(&log, 3).await;
     assert_eq!(log.prune(TOPIC).await.unwrap(), 0, "without subscriptions records are kept");
     let mut fast = log.subscribe(TOPIC, "fast").await.unwrap();
     let mut slow = log.subscribe(TOPIC, "slow").await.unwrap();
@@ -371,9 +374,7 @@ async fn offsets_continue_after_a_restart_with_every_record_pruned() {
     {
         let log = open(&dir).await;
         let mut reader = log.subscribe(TOPIC, "reader").await.unwrap();
-        for i in 1..=3 {
-            publish(&log, "!a:x", &i.to_string()).await;
-        }
+        publish_numbered(&log, 3).await;
         for offset in offsets(&next(&mut reader, 10).await) {
             reader.ack(offset).await.unwrap();
         }
