@@ -76,14 +76,23 @@ pub fn summarize(durations: &[Duration]) -> Option<Summary> {
     })
 }
 
+/// One timed request: when it started (Unix time) and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Start of the request, milliseconds since the Unix epoch.
+    pub started_unix_ms: f64,
+    /// Time from sending the request to the end of reading its response.
+    pub elapsed: Duration,
+}
+
 /// Times `n` sequential `PUT`s against `base_url` (after [`WARMUP_REQUESTS`]
-/// unmeasured ones) over one keep-alive connection. For [`Target::Matrix`] it
+/// unmeasured ones) over one keep-alive connection, in the order sent. For [`Target::Matrix`] it
 /// first registers a fresh user (open registration, `m.login.dummy`) and
 /// creates a room.
 ///
 /// # Errors
 /// A request fails or answers other than 200.
-pub async fn run(base_url: &str, n: usize, target: Target) -> anyhow::Result<Summary> {
+pub async fn run(base_url: &str, n: usize, target: Target) -> anyhow::Result<Vec<Sample>> {
     let client = Client::builder().tcp_nodelay(true).timeout(REQUEST_TIMEOUT).build()?;
     let base = base_url.trim_end_matches('/');
     let run_id = unique_id();
@@ -109,6 +118,8 @@ pub async fn run(base_url: &str, n: usize, target: Target) -> anyhow::Result<Sum
             request = request.bearer_auth(token);
         }
         async move {
+            let started_unix_ms =
+                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
             let started = Instant::now();
             let response = request.send().await?;
             let status = response.status();
@@ -117,17 +128,17 @@ pub async fn run(base_url: &str, n: usize, target: Target) -> anyhow::Result<Sum
             if status != StatusCode::OK {
                 bail!("PUT answered {status}: {}", String::from_utf8_lossy(&bytes));
             }
-            Ok(elapsed)
+            Ok(Sample { started_unix_ms, elapsed })
         }
     };
     for i in 0..WARMUP_REQUESTS {
         send(format!("{run_id}.w{i}"), format!("warm-up {i}")).await?;
     }
-    let mut durations = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        durations.push(send(format!("{run_id}.{i}"), format!("sequential {i}")).await?);
+        samples.push(send(format!("{run_id}.{i}"), format!("sequential {i}")).await?);
     }
-    summarize(&durations).context("--n must be at least 1")
+    Ok(samples)
 }
 
 /// Registers a fresh account through the `m.login.dummy` UIA flow; returns its access token.
@@ -214,7 +225,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, crate::floor::router(pool)).await });
-        let s = run(&format!("http://{addr}"), 20, Target::Floor).await.unwrap();
+        let samples = run(&format!("http://{addr}"), 20, Target::Floor).await.unwrap();
+        assert!(samples.windows(2).all(|w| w[0].started_unix_ms <= w[1].started_unix_ms));
+        let s = summarize(&samples.iter().map(|s| s.elapsed).collect::<Vec<_>>()).unwrap();
         assert_eq!(s.count, 20);
         assert!(s.p50_ms > 0.0 && s.p50_ms <= s.p99_ms && s.p99_ms <= s.max_ms);
         let pool = crate::floor::open(dir.path()).await.unwrap();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use neurite_bench::latency::{self, Target};
 
@@ -40,7 +41,25 @@ enum Command {
         /// `matrix`: register a user, create a room, time PUT .../send; `floor`: time PUT /floor/{txn}.
         #[arg(long, value_enum, default_value = "matrix")]
         target: Target,
+        /// Also write each request as a line `<start, Unix ms> <duration, ms>` to this file.
+        #[arg(long)]
+        raw: Option<PathBuf>,
     },
+}
+
+/// Prints the summary of `samples` as JSON and writes them one per line to `raw`.
+fn report(samples: &[latency::Sample], raw: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(path) = raw {
+        let lines: String = samples
+            .iter()
+            .map(|s| format!("{:.3} {:.3}\n", s.started_unix_ms, s.elapsed.as_secs_f64() * 1000.0))
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let durations: Vec<_> = samples.iter().map(|s| s.elapsed).collect();
+    let summary = latency::summarize(&durations).context("no samples")?;
+    println!("{}", summary.to_json());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -50,12 +69,12 @@ fn main() -> ExitCode {
         Command::FloorServer { data, listen } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(neurite_bench::floor::serve(&data, listen))),
-        Command::Latency { url, n, target } => tokio::runtime::Builder::new_current_thread()
+        Command::Latency { url, n, target, raw } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(latency::run(&url, n as usize, target)))
-            .map(|summary| println!("{}", summary.to_json())),
+            .and_then(|samples| report(&samples, raw.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

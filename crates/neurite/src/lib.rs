@@ -134,24 +134,35 @@ pub async fn build(config: Config) -> Result<Server, StartupError> {
 /// One maintenance pass: idle rate-limit buckets, acknowledged log records,
 /// free heap memory, free database pages. Failures are logged; the next pass tries again.
 async fn maintain(limiter: Option<&RateLimiter>, log: &SqliteLog, pool: &SqlitePool) {
+    let started = std::time::Instant::now();
     if let Some(limiter) = limiter {
         limiter.prune();
     }
+    let mut records = 0;
     for topic in [neurite_log::INPUT_ROOM_EVENT, neurite_log::OUTPUT_ROOM_EVENT] {
-        if let Err(e) = log.prune(topic).await {
-            tracing::warn!(error = %e, topic, "pruning a log failed");
+        match log.prune(topic).await {
+            Ok(deleted) => records += deleted,
+            Err(e) => tracing::warn!(error = %e, topic, "pruning a log failed"),
         }
     }
     neurite_core::memory::release_free_heap();
+    let mut pages = 0;
     loop {
         match pool.release_free_pages(FREE_PAGES_RELEASED_PER_WRITE_MAX).await {
-            Ok(released) if released == FREE_PAGES_RELEASED_PER_WRITE_MAX => continue,
-            Ok(_) => break,
+            Ok(released) => {
+                pages += released;
+                if released < FREE_PAGES_RELEASED_PER_WRITE_MAX {
+                    break;
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "giving free database pages back failed");
                 break;
             }
         }
+    }
+    if records > 0 || pages > 0 {
+        tracing::debug!(records, pages, elapsed_ms = started.elapsed().as_millis() as u64, "maintenance pass");
     }
 }
 
