@@ -26,10 +26,15 @@ pub const INPUT_ATTEMPTS_MAX: u32 = 4;
 /// Most inputs of one room a worker processes in one transaction.
 pub const ROOM_BATCH_INPUTS_MAX: usize = 64;
 
-/// Seconds a room's worker may sit with nothing to do before it is retired
-/// (its task ends; the room's next input starts a new one), so idle rooms
-/// hold no task. Checked every half of it.
-pub const ROOM_WORKER_IDLE_SECS: u64 = 60;
+/// Milliseconds a room's worker may sit with nothing to do before it is
+/// retired (its task ends; the room's next input starts a new one), so idle
+/// rooms hold no task. Checked every half of it, only while a worker lives.
+/// A live worker holds ~4 KiB (its task and its queue): with 60 s, the 500
+/// rooms load.py's initial-sync scenario had just written to held 2.5 MiB
+/// through the syncs and logins after it, under the run's peak. Starting a
+/// worker costs a task spawn, nothing a room that is written to every few
+/// milliseconds pays.
+pub const ROOM_WORKER_IDLE_MS: u64 = 50;
 
 /// Most milliseconds a v12 room's create event is moved forward to find a
 /// room ID that is not taken yet (its ID is the event's hash).

@@ -24,8 +24,7 @@ use crate::acked::AckedInputs;
 use crate::api::{Input, InputRoomEvent, RoomserverError, RoomserverInput, Target, Verdict};
 use crate::limits::{
     INPUT_ATTEMPTS_MAX, INPUT_BATCH_RECORDS_MAX, OUTBOX_BATCH_RECORDS_MAX, ROOM_BATCH_INPUTS_MAX, ROOM_QUEUE_LEN_MAX,
-    ROOM_WORKER_IDLE_SECS, VERDICT_KEEP_SECS, VERDICT_PRUNE_BATCH_MAX, VERDICT_PRUNE_INTERVAL_SECS,
-    VERDICT_WAIT_MS_MAX,
+    ROOM_WORKER_IDLE_MS, VERDICT_KEEP_SECS, VERDICT_PRUNE_BATCH_MAX, VERDICT_PRUNE_INTERVAL_SECS, VERDICT_WAIT_MS_MAX,
 };
 use crate::process::{self, Processed, Signer};
 use crate::storage::RoomTables;
@@ -199,6 +198,11 @@ impl Workers {
         Ok(())
     }
 
+    /// Whether any worker lives or is retiring (a sweep would find work).
+    fn any(&self) -> bool {
+        !self.live.is_empty() || !self.retiring.is_empty()
+    }
+
     /// Forgets retired workers that ended, and retires live ones whose queue
     /// is empty and that were not handed a record for `idle`.
     fn sweep(&mut self) {
@@ -256,11 +260,11 @@ impl Roomserver {
     /// # Errors
     /// A migration or the log subscription fails.
     pub async fn start(pool: SqlitePool, log: Arc<dyn Log>, signer: Signer) -> Result<Self, RoomserverError> {
-        Self::start_with(pool, log, signer, Duration::from_secs(ROOM_WORKER_IDLE_SECS)).await
+        Self::start_with(pool, log, signer, Duration::from_millis(ROOM_WORKER_IDLE_MS)).await
     }
 
     /// [`Self::start`], retiring a room's worker after `worker_idle` without
-    /// inputs instead of [`ROOM_WORKER_IDLE_SECS`] (tests use a short one).
+    /// inputs instead of [`ROOM_WORKER_IDLE_MS`] (tests choose their own).
     ///
     /// # Errors
     /// A migration or the log subscription fails.
@@ -378,7 +382,8 @@ impl Roomserver {
             // dispatched below, outside the select, never cancelled midway.
             let next = tokio::select! {
                 next = subscription.next(INPUT_BATCH_RECORDS_MAX) => next,
-                _ = sweeps.tick() => {
+                // No worker, nothing to sweep: an idle server does not wake.
+                _ = sweeps.tick(), if workers.any() => {
                     workers.sweep();
                     continue;
                 }

@@ -23,7 +23,7 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    start_with_worker_idle(std::time::Duration::from_secs(neurite_roomserver::limits::ROOM_WORKER_IDLE_SECS)).await
+    start_with_worker_idle(std::time::Duration::from_millis(neurite_roomserver::limits::ROOM_WORKER_IDLE_MS)).await
 }
 
 /// The test server's signer for the key in `der` (PKCS#8); a restarted room
