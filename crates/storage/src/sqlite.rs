@@ -384,9 +384,12 @@ fn catch_up(conn: &Connection) {
 /// of CPU) held the core a woken thread was placed on until its time slice
 /// ran out: the send beside each copy started late by that much, one send
 /// in ~54 (sequential sends after load.py's whole run: p97 1.70-1.90 ms,
-/// and 1.24-1.33 in the `SCHED_IDLE` class). The writer bounds what a
-/// starved checkpointer can leave undone ([`WAL_PAGES_MAX`]). Elsewhere a
-/// no-op.
+/// and 1.24-1.33 in the `SCHED_IDLE` class; a shorter time slice at
+/// normal priority, 0.1 ms, changed nothing). Linux still gives the class a
+/// sliver of a busy core (weight 3 against 1,024), so copies go on under
+/// load, slowly; while one runs it holds only the checkpoint lock, which no
+/// reader or commit waits for (the writer's own checkpoint then answers
+/// busy and is tried again after its next commit). Elsewhere a no-op.
 fn run_when_idle() {
     #[cfg(target_os = "linux")]
     {
