@@ -329,16 +329,23 @@ fn run_writer(
 /// Only once before each restart: a sync after every copy put that disk
 /// work beside the sends' own fsyncs four times as often (sequential sends
 /// after the send scenario: p99 2.5-3.5 ms instead of 1.9-2.3; tried again
-/// with the checkpointer in `SCHED_IDLE`, after load.py's whole run: p99
-/// 3.2-3.6 ms instead of 2.3-2.6, and as `sync_file_range` writeback
-/// started after each copy 2.7-4.8).
+/// after load.py's whole run: p99 3.2-3.6 ms instead of 2.3-2.6, and as
+/// `sync_file_range` writeback started after each copy 2.7-4.8).
+///
+/// It runs at normal priority. A copy (1.6-2.2 ms of CPU on a loaded
+/// database) holds the core a woken request thread is placed on until its
+/// time slice ends, so the send beside each copy (one in ~54) starts
+/// 1.4-1.8 ms late. In Linux's `SCHED_IDLE` class that went (p97 of
+/// sequential sends 1.70-1.90 -> 1.24-1.33 ms, p99 -0.2 to -0.4 ms), but a
+/// checkpointer given no core while every core is busy leaves the log to
+/// grow past its bounds: this file's restart test failed under CI's
+/// parallel tests. A 0.1 ms time slice at normal priority changed nothing.
 fn run_checkpointer(
     conn: Connection,
     database: Option<std::fs::File>,
     asked: mpsc::Receiver<bool>,
     checkpoint: Arc<AtomicU8>,
 ) {
-    run_when_idle();
     while let Ok(sync) = asked.recv() {
         if let Err(e) = checkpoint_passive(&conn) {
             tracing::warn!(error = %e, "checkpointing the write-ahead log failed; the writer takes it all");
@@ -374,30 +381,6 @@ fn catch_up(conn: &Connection) {
                 tracing::warn!(error = %e, "checkpointing the write-ahead log failed; the writer takes it all");
                 return;
             }
-        }
-    }
-}
-
-/// Puts the calling thread (the checkpointer) in Linux's `SCHED_IDLE`
-/// class: it runs only on a core nothing else wants, and a woken request
-/// thread takes the core from it at once. At normal priority a copy (1-3 ms
-/// of CPU) held the core a woken thread was placed on until its time slice
-/// ran out: the send beside each copy started late by that much, one send
-/// in ~54 (sequential sends after load.py's whole run: p97 1.70-1.90 ms,
-/// and 1.24-1.33 in the `SCHED_IDLE` class; a shorter time slice at
-/// normal priority, 0.1 ms, changed nothing). Linux still gives the class a
-/// sliver of a busy core (weight 3 against 1,024), so copies go on under
-/// load, slowly; while one runs it holds only the checkpoint lock, which no
-/// reader or commit waits for (the writer's own checkpoint then answers
-/// busy and is tried again after its next commit). Elsewhere a no-op.
-fn run_when_idle() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler reads `param` only during the call;
-        // pid 0 is the calling thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) } != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "the checkpointer keeps normal priority");
         }
     }
 }
