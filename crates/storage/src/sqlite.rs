@@ -64,12 +64,12 @@ pub const READER_PAGE_CACHE_KIB: i64 = 128;
 pub const CHECKPOINT_WAL_PAGES: i32 = 1_000;
 
 /// Pages in the write-ahead log at which it starts over: the checkpointer's
-/// copy begun there also syncs the database file and copies again what was
-/// committed meanwhile, then the writer copies what is left (the last few
-/// commits, but two fsyncs, which every write queued meanwhile waits for:
-/// 0.9-1.4 ms), so its next commit starts the log from the beginning.
-/// Taking that step after every copy put one send in ~48 behind it, 2% of
-/// sends and so their p99; at four copies per restart it is one in ~190.
+/// copy begun there also syncs the database file, then the writer copies
+/// what was committed since (a few dozen pages, but two fsyncs, which every
+/// write queued meanwhile waits for: 0.9-1.4 ms after load.py's whole run),
+/// so its next commit starts the log from the beginning. Taking that step
+/// after every copy put one send in ~48 behind it, 2% of sends and so their
+/// p99; at four copies per restart it is one in ~190.
 pub const WAL_RESTART_PAGES: i32 = 4 * CHECKPOINT_WAL_PAGES;
 
 /// Pages in the write-ahead log at which the writer checkpoints by itself,
@@ -226,19 +226,10 @@ const CHECKPOINT_COPIED: u8 = 2;
 
 /// Folds what it can of the write-ahead log into the database file, without
 /// waiting for the writer or readers (`PASSIVE`; busy if another connection
-/// is checkpointing). Returns whether it copied everything in the log as it
-/// was when the copy began.
-fn checkpoint_passive(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        let (busy, log, copied): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        Ok(busy == 0 && log == copied)
-    })
+/// is checkpointing).
+fn checkpoint_passive(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
-
-/// Copies the checkpointer makes after the sync before a restart, each of
-/// what was committed during the one before, until one copied everything.
-/// The writer's step then has only the pages committed since the last.
-pub const CHECKPOINT_CATCH_UP_COPIES_MAX: usize = 4;
 
 /// The writer thread: takes every queued write, runs them in one transaction
 /// and commits once, until every pool handle is gone. Between commits it
@@ -318,8 +309,7 @@ fn run_writer(
 /// The checkpointer thread: copies the log into the database file each time
 /// the writer asks (see [`CHECKPOINT_WAL_PAGES`]), on its own connection;
 /// for the copy before the log starts over (the writer sends `true`), it
-/// then syncs the file (`database`) and catches up ([`catch_up`]). Ends
-/// with the writer.
+/// then syncs the file (`database`). Ends with the writer.
 ///
 /// SQLite syncs the database file only at the end of a copy that reached
 /// the end of the log, which beside a busy writer is the writer's step:
@@ -340,6 +330,9 @@ fn run_writer(
 /// checkpointer given no core while every core is busy leaves the log to
 /// grow past its bounds: this file's restart test failed under CI's
 /// parallel tests. A 0.1 ms time slice at normal priority changed nothing.
+/// Neither did copying again, after the sync before a restart, what was
+/// committed meanwhile, so that the writer's step had less to copy (its two
+/// fsyncs are most of it): p99 2.43-2.63 ms with, 2.39-2.67 without.
 fn run_checkpointer(
     conn: Connection,
     database: Option<std::fs::File>,
@@ -350,38 +343,10 @@ fn run_checkpointer(
         if let Err(e) = checkpoint_passive(&conn) {
             tracing::warn!(error = %e, "checkpointing the write-ahead log failed; the writer takes it all");
         }
-        if sync {
-            match database.as_ref().map(std::fs::File::sync_data) {
-                Some(Ok(())) => catch_up(&conn),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "syncing the database file failed; the writer's checkpoint syncs it");
-                }
-                None => {}
-            }
+        if sync && let Some(Err(e)) = database.as_ref().map(std::fs::File::sync_data) {
+            tracing::warn!(error = %e, "syncing the database file failed; the writer's checkpoint syncs it");
         }
         checkpoint.store(CHECKPOINT_COPIED, Ordering::Release);
-    }
-}
-
-/// The checkpointer's copies after the sync before a restart (see
-/// [`CHECKPOINT_CATCH_UP_COPIES_MAX`]). The sync took 10-30 ms after
-/// load.py's whole run, and the writer's step after it copied everything
-/// committed meanwhile (~30 sends' pages) with every write waiting; copied
-/// here first, the step has only the last few commits, and a copy that
-/// reaches the end of the log also syncs the file (SQLite does). The step
-/// still takes 0.9-1.4 ms (its two fsyncs); sequential sends on that
-/// database, six alternated runs of 2,000: p99 2.28-2.89 ms without,
-/// 2.02-2.38 with (five of six pairs lower).
-fn catch_up(conn: &Connection) {
-    for _ in 0..CHECKPOINT_CATCH_UP_COPIES_MAX {
-        match checkpoint_passive(conn) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpointing the write-ahead log failed; the writer takes it all");
-                return;
-            }
-        }
     }
 }
 
