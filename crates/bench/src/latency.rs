@@ -86,9 +86,9 @@ pub struct Sample {
 }
 
 /// Times `n` sequential `PUT`s against `base_url` (after [`WARMUP_REQUESTS`]
-/// unmeasured ones) over one keep-alive connection, in the order sent. For [`Target::Matrix`] it
-/// first registers a fresh user (open registration, `m.login.dummy`) and
-/// creates a room.
+/// unmeasured ones) over one keep-alive connection; returns them in the
+/// order sent. For [`Target::Matrix`] it first registers a fresh user (open
+/// registration, `m.login.dummy`) and creates a room.
 ///
 /// # Errors
 /// A request fails or answers other than 200.
