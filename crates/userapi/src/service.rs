@@ -16,6 +16,7 @@ use serde_json::Value as JsonValue;
 
 use crate::api::{Device, Session, SessionTokens, UiaOutcome, UiaRequest, UserApi};
 use crate::credentials::{self, token_hash};
+use crate::storage::cache::TokenCache;
 use crate::storage::sqlite::SqliteUserStore;
 use crate::storage::{InsertAccount, NewTokens, UiaSessionRow, UserStore};
 use crate::uia;
@@ -66,7 +67,7 @@ impl UserApiService {
     /// # Errors
     /// A migration fails.
     pub async fn open_sqlite(pool: SqlitePool, config: &Config) -> Result<Self, StorageError> {
-        let store = SqliteUserStore::new(pool).await?;
+        let store = TokenCache::new(SqliteUserStore::new(pool).await?);
         Ok(Self {
             passwords: Arc::new(credentials::PasswordPool::new()),
             store: Arc::new(store),

@@ -72,6 +72,8 @@ async fn refresh_tokens_rotate_and_expired_access_tokens_soft_logout() {
     // Refreshing gives a new pair; the old refresh token stays valid until the new pair is used.
     let first = server.post("/_matrix/client/v3/refresh", None, json!({"refresh_token": refresh})).await.ok().clone();
     assert_eq!(first["expires_in_ms"], json!(1500));
+    // The access token the refresh replaced is gone at once, though it was just used.
+    server.get(WHOAMI, Some(access)).await.expect_error(401, "M_UNKNOWN_TOKEN");
     let retry = server.post("/_matrix/client/v3/refresh", None, json!({"refresh_token": refresh})).await.ok().clone();
     let new_access = retry["access_token"].as_str().unwrap();
     assert_eq!(server.get(WHOAMI, Some(new_access)).await.ok()["device_id"], login["device_id"]);

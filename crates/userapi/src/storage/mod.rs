@@ -1,6 +1,7 @@
 //! The userapi's storage: one trait, one implementation per backend.
 //! Only the userapi reads or writes these tables.
 
+pub(crate) mod cache;
 pub(crate) mod sqlite;
 
 use async_trait::async_trait;
