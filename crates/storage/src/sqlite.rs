@@ -333,6 +333,18 @@ fn run_writer(
 /// Neither did copying again, after the sync before a restart, what was
 /// committed meanwhile, so that the writer's step had less to copy (its two
 /// fsyncs are most of it): p99 2.43-2.63 ms with, 2.39-2.67 without.
+///
+/// Also measured and not kept (2,000 sequential sends on copies of a
+/// database load.py's whole run left, after 1,500 warm-up sends, arms
+/// alternated): copies that skip SQLite's sync of the log, made safe by a
+/// read transaction opened right after a durable commit (a copy never
+/// passes a reader's snapshot, and that commit's fsync covered every frame
+/// before it), with the file synced before a copy that reached the end
+/// of the log could let it start over: p99 2.96-4.03 ms against 3.29-3.65,
+/// and with copies every 200 pages 2.59-3.01 (p50 0.1 ms worse); this
+/// thread at nice 19: 2.44-2.65 against 2.47-2.78; the log starting over
+/// at 8,000 pages instead of 4,000 (twice the file): 2.36-2.56 against
+/// 2.67-3.11, but as many sends over 2 ms (35-43 against 41-47 of 2,000).
 fn run_checkpointer(
     conn: Connection,
     database: Option<std::fs::File>,
