@@ -26,7 +26,7 @@ const TXN_KEY_BYTES: usize = 16;
 
 /// Leading bytes of a transaction's key that name its device (a hash of
 /// the user and device ID), so one device's transactions sit side by side
-/// in `roomserver_txn_keys` (see [`txn_key`]).
+/// in `roomserver_txn_keys` (see [`txn_keys`]).
 const TXN_KEY_DEVICE_BYTES: usize = 4;
 
 /// SHA-256 over `parts`, each length-prefixed so no two different tuples
@@ -41,29 +41,26 @@ fn sha256_of(parts: &[&str]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The key of a client transaction in `roomserver_txn_keys`: 4 bytes of a
-/// hash of its user and device, then 12 of a hash of user, device, scope
-/// and transaction ID. Keys of wholly random bytes put each send's row on
-/// a random page of the index: a quarter of the distinct database pages
-/// the sends between two restarts of the write-ahead log dirtied, each
-/// copied and synced at the restart (issue 6). Led by the device, a
-/// sending device's rows share a page or two.
-fn txn_key(txn: &TxnKey) -> [u8; TXN_KEY_BYTES] {
+/// The keys of a client transaction in `roomserver_txn_keys`: as written
+/// now, then as written before (both from one hash of the whole tuple).
+///
+/// Now: 4 bytes of a hash of its user and device, then 12 of a hash of
+/// user, device, scope and transaction ID. Keys of wholly random bytes put
+/// each send's row on a random page of the index: a quarter of the
+/// distinct database pages the sends between two restarts of the
+/// write-ahead log dirtied, each copied and synced at the restart (issue
+/// 6). Led by the device, a sending device's rows share a page or two.
+/// Before: the first 16 bytes of the whole hash; rows stored so are still
+/// looked up.
+fn txn_keys(txn: &TxnKey) -> [[u8; TXN_KEY_BYTES]; 2] {
     let device = sha256_of(&[txn.user_id.as_str(), txn.device_id.as_str()]);
     let whole = sha256_of(&[txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()]);
-    let mut key = [0; TXN_KEY_BYTES];
-    key[..TXN_KEY_DEVICE_BYTES].copy_from_slice(&device[..TXN_KEY_DEVICE_BYTES]);
-    key[TXN_KEY_DEVICE_BYTES..].copy_from_slice(&whole[..TXN_KEY_BYTES - TXN_KEY_DEVICE_BYTES]);
-    key
-}
-
-/// The key [`txn_key`] gave before it was led by the device: the first 16
-/// bytes of the whole hash. Rows stored so are still looked up.
-fn txn_key_unled(txn: &TxnKey) -> [u8; TXN_KEY_BYTES] {
-    let whole = sha256_of(&[txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()]);
-    let mut key = [0; TXN_KEY_BYTES];
-    key.copy_from_slice(&whole[..TXN_KEY_BYTES]);
-    key
+    let mut led = [0; TXN_KEY_BYTES];
+    led[..TXN_KEY_DEVICE_BYTES].copy_from_slice(&device[..TXN_KEY_DEVICE_BYTES]);
+    led[TXN_KEY_DEVICE_BYTES..].copy_from_slice(&whole[..TXN_KEY_BYTES - TXN_KEY_DEVICE_BYTES]);
+    let mut unled = [0; TXN_KEY_BYTES];
+    unled.copy_from_slice(&whole[..TXN_KEY_BYTES]);
+    [led, unled]
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
@@ -313,7 +310,7 @@ impl RoomTables for Transaction<'_> {
 
     fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>> {
         // Keys as they are now, then as they were before they were led by the device.
-        for key in [txn_key(txn), txn_key_unled(txn)] {
+        for key in txn_keys(txn) {
             let hashed: Option<String> = self
                 .prepare_cached(
                     "SELECT e.event_id FROM roomserver_txn_keys t JOIN roomserver_events e ON e.event_nid = t.event_nid
@@ -343,7 +340,7 @@ impl RoomTables for Transaction<'_> {
                 "INSERT INTO roomserver_txn_keys (txn_key, event_nid)
                  SELECT ?1, event_nid FROM roomserver_events WHERE event_id = ?2",
             )?
-            .execute(params![&txn_key(txn)[..], event_id])?;
+            .execute(params![&txn_keys(txn)[0][..], event_id])?;
         if inserted != 1 {
             return Err(StorageError::Corrupt(format!("txn event {event_id} is not stored")));
         }
@@ -633,7 +630,7 @@ mod tests {
             .unwrap();
         assert_eq!((hashed, legacy), (1, 1));
         assert_eq!(other, (None, None));
-        assert_ne!(txn_key(&txn("a")), txn_key(&txn("b")));
+        assert_ne!(txn_keys(&txn("a")), txn_keys(&txn("b")));
     }
 
     #[tokio::test]
@@ -650,7 +647,7 @@ mod tests {
                 // A row as the key was before it was led by the device.
                 tx.execute(
                     "INSERT INTO roomserver_txn_keys (txn_key, event_nid) VALUES (?1, ?2)",
-                    params![&txn_key_unled(&txn("old"))[..], old_nid],
+                    params![&txn_keys(&txn("old"))[1][..], old_nid],
                 )?;
                 Ok::<_, StorageError>((
                     tx.txn_event(&txn("new"))?,
@@ -663,10 +660,10 @@ mod tests {
         assert_eq!(found, (Some("$new".into()), Some("$old".into()), None));
 
         // One device's keys share their first bytes; another device's differ.
-        let (a, b) = (txn_key(&txn("a")), txn_key(&txn("b")));
+        let (a, b) = (txn_keys(&txn("a"))[0], txn_keys(&txn("b"))[0]);
         assert_eq!(a[..TXN_KEY_DEVICE_BYTES], b[..TXN_KEY_DEVICE_BYTES]);
         assert_ne!(a[TXN_KEY_DEVICE_BYTES..], b[TXN_KEY_DEVICE_BYTES..]);
-        let other = txn_key(&TxnKey { device_id: "OTHER".into(), ..txn("a") });
+        let other = txn_keys(&TxnKey { device_id: "OTHER".into(), ..txn("a") })[0];
         assert_ne!(a[..TXN_KEY_DEVICE_BYTES], other[..TXN_KEY_DEVICE_BYTES]);
     }
 }
