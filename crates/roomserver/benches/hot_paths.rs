@@ -100,17 +100,21 @@ fn state(c: &mut Criterion) {
     let latest = runtime.block_on(latest).remove(0);
     let early = ids[100].clone();
     let late = ids[STATE_EVENTS - 1].clone();
-    let delta = runtime.block_on(f.rs.state_delta(&early, &latest)).unwrap().unwrap();
+    let delta = runtime.block_on(f.rs.state_delta(&f.room, &early, &latest)).unwrap().unwrap();
     assert_eq!(delta.len(), STATE_EVENTS - 100, "the delta adds every later key");
     let mut group = c.benchmark_group("state in a room with 10,000 state events");
     group.sample_size(20);
-    group.bench_function("state at an early event", |b| b.to_async(&runtime).iter(|| f.rs.state_at_event(&early)));
-    group.bench_function("state at the latest event", |b| b.to_async(&runtime).iter(|| f.rs.state_at_event(&late)));
+    group.bench_function("state at an early event", |b| {
+        b.to_async(&runtime).iter(|| f.rs.state_at_event(&f.room, &early))
+    });
+    group.bench_function("state at the latest event", |b| {
+        b.to_async(&runtime).iter(|| f.rs.state_at_event(&f.room, &late))
+    });
     group.bench_function("current state", |b| b.to_async(&runtime).iter(|| f.rs.current_state(&f.room)));
     // From the state before the 101st state event (104 keys) to the current
     // state (10,004 keys): 9,900 keys named, with their event IDs.
     group.bench_function("current-state delta between two distant snapshots", |b| {
-        b.to_async(&runtime).iter(|| f.rs.state_delta(&early, &latest))
+        b.to_async(&runtime).iter(|| f.rs.state_delta(&f.room, &early, &latest))
     });
     group.finish();
 }

@@ -207,16 +207,28 @@ pub trait RoomserverQuery: Send + Sync {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<EventJson>, RoomserverError>;
-    /// The state before an event (client format), `None` if the event is unknown.
-    async fn state_at_event(&self, event_id: &ruma::EventId) -> Result<Option<Vec<EventJson>>, RoomserverError>;
+    /// The state before an event of the room (client format), `None` if the
+    /// event is not known in that room.
+    async fn state_at_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<Option<Vec<EventJson>>, RoomserverError>;
     /// A user's current membership in a room.
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<MembershipState>, RoomserverError>;
     /// The rooms a user is currently joined to.
     async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>, RoomserverError>;
-    /// An event in client format (redacted if it was redacted), with its room, if not rejected.
-    async fn event(&self, event_id: &ruma::EventId) -> Result<Option<EventJson>, RoomserverError>;
-    /// Whether `user_id` may see `event_id` under the room's history visibility.
-    async fn may_see_event(&self, user_id: &UserId, event_id: &ruma::EventId) -> Result<bool, RoomserverError>;
+    /// An event of the room in client format (redacted if it was redacted),
+    /// if it is known in that room and not rejected.
+    async fn event(&self, room_id: &RoomId, event_id: &ruma::EventId) -> Result<Option<EventJson>, RoomserverError>;
+    /// Whether `user_id` may see the room's event `event_id` under the room's
+    /// history visibility (`false` if the room has no such event).
+    async fn may_see_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<bool, RoomserverError>;
     /// The room's forward extremities.
     async fn latest_events(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>, RoomserverError>;
 }

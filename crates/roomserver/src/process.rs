@@ -135,9 +135,9 @@ pub(crate) fn load_pdu<T: RoomTables>(t: &T, event_nid: i64) -> Res<Option<Pdu>>
     t.event_by_nid(event_nid)?.map(|row| parse_row(&row)).transpose()
 }
 
-/// Loads a stored event as a PDU, by ID.
-pub(crate) fn load_pdu_by_id<T: RoomTables>(t: &T, event_id: &str) -> Res<Option<(EventRow, Pdu)>> {
-    t.event_by_id(event_id)?.map(|row| parse_row(&row).map(|p| (row, p))).transpose()
+/// Loads a stored event of the room `room_nid` as a PDU, by ID.
+pub(crate) fn load_pdu_by_id<T: RoomTables>(t: &T, room_nid: i64, event_id: &str) -> Res<Option<(EventRow, Pdu)>> {
+    t.event_by_id(room_nid, event_id)?.map(|row| parse_row(&row).map(|p| (row, p))).transpose()
 }
 
 /// The state events the auth rules consult for one event.
@@ -153,6 +153,8 @@ type AuthState = HashMap<(StateEventType, String), Pdu>;
 /// savepoint may still be undone.
 struct StateView<'a, T: RoomTables> {
     t: &'a T,
+    /// The room, `None` while it is being created (nothing of it is stored).
+    room_nid: Option<i64>,
     nids: StateMap,
     overlay: HashMap<(String, String), Pdu>,
     /// State lookups answered from `nids` so far, by (type, state key): the
@@ -163,8 +165,15 @@ struct StateView<'a, T: RoomTables> {
 }
 
 impl<'a, T: RoomTables> StateView<'a, T> {
-    fn new(t: &'a T, nids: StateMap) -> Self {
-        StateView { t, nids, overlay: HashMap::new(), read_by_key: RefCell::default(), read_by_id: RefCell::default() }
+    fn new(t: &'a T, room_nid: Option<i64>, nids: StateMap) -> Self {
+        StateView {
+            t,
+            room_nid,
+            nids,
+            overlay: HashMap::new(),
+            read_by_key: RefCell::default(),
+            read_by_id: RefCell::default(),
+        }
     }
 
     fn get(&self, event_type: &str, state_key: &str) -> Res<Option<Pdu>> {
@@ -195,7 +204,7 @@ impl<'a, T: RoomTables> StateView<'a, T> {
         if let Some(pdu) = self.read_by_id.borrow().get(event_id) {
             return Some(pdu.clone());
         }
-        let (_, pdu) = load_pdu_by_id(self.t, event_id.as_str()).ok().flatten()?;
+        let (_, pdu) = load_pdu_by_id(self.t, self.room_nid?, event_id.as_str()).ok().flatten()?;
         self.read_by_id.borrow_mut().insert(pdu.event_id.clone(), pdu.clone());
         Some(pdu)
     }
@@ -478,10 +487,10 @@ fn check_redaction<T: RoomTables>(
     proto: &ProtoEvent,
 ) -> Res<Option<Verdict>> {
     let Some(target) = &proto.redacts else { return Ok(None) };
-    let Some(row) = t.event_by_id(target.as_str())? else {
-        return Ok(Some(invalid(InvalidCode::NotFound, "the event to redact is unknown")));
+    let Some(row) = t.event_by_id(room_nid, target.as_str())? else {
+        return Ok(Some(invalid(InvalidCode::NotFound, "the event to redact is not in this room")));
     };
-    if row.room_nid != room_nid || row.rejected {
+    if row.rejected {
         return Ok(Some(invalid(InvalidCode::NotFound, "the event to redact is not in this room")));
     }
     let target = parse_row(&row)?;
@@ -505,14 +514,11 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
     let (requested_now, mut now) = (now, now);
     let no_outputs = |verdict| Ok(Processed { verdict, outputs: Vec::new() });
     if let Some(txn) = &build.txn
-        && let Some(event_id) = t.txn_event(txn)?
+        && let Some(event_nid) = t.txn_event(txn)?
     {
         // A retried transaction: answer with the event it made.
-        let row = t.event_by_id(&event_id)?.ok_or_else(|| StorageError::Corrupt("txn event missing".into()))?;
-        let room: String = load_pdu(t, row.nid)?.map(|p| p.room_id_or_own().to_string()).unwrap_or_default();
-        let room_id = RoomId::parse(room).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        let event_id = EventId::parse(event_id).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        return no_outputs(Verdict::Accepted { room_id, event_ids: vec![event_id] });
+        let pdu = load_pdu(t, event_nid)?.ok_or_else(|| StorageError::Corrupt("txn event missing".into()))?;
+        return no_outputs(Verdict::Accepted { room_id: pdu.room_id_or_own(), event_ids: vec![pdu.event_id] });
     }
 
     // The room (or the one about to be created) and its current state.
@@ -552,7 +558,8 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
 
     // Phase 1: build and authorize every event against the state before it,
     // in memory. Phase 2 stores them only if all were accepted.
-    let mut view = StateView::new(t, ctx.as_ref().map(|c| c.state.clone()).unwrap_or_default());
+    let mut view =
+        StateView::new(t, ctx.as_ref().map(|c| c.row.nid), ctx.as_ref().map(|c| c.state.clone()).unwrap_or_default());
     let mut prev: Vec<OwnedEventId> =
         ctx.as_ref().map(|c| c.latest.iter().map(|(id, _)| id.clone()).collect()).unwrap_or_default();
     prev.truncate(PREV_EVENTS_COUNT_MAX);
@@ -623,13 +630,13 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
     let (mut snapshot, mut current) = (ctx.row.snapshot, ctx.state);
     let mut outputs = Vec::new();
     let mut event_ids = Vec::new();
-    let mut last_nid = 0;
+    let (mut first_nid, mut last_nid) = (None, 0);
     for pdu in &built {
         let (nid, after_nid, change) = store_event(t, room_nid, pdu, snapshot, &mut current)?;
         let (adds, removes) = current_state_changed(t, room_nid, change.as_slice())?;
         if let Some(target) = &pdu.redacts
             && pdu.event_type == TimelineEventType::RoomRedaction
-            && let Some(row) = t.event_by_id(target.as_str())?
+            && let Some(row) = t.event_by_id(room_nid, target.as_str())?
         {
             t.set_redacted_by(row.nid, pdu.event_id.as_str())?;
         }
@@ -637,12 +644,13 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
         outputs.push((room_id.to_string(), output_for(pdu, &version, adds, removes, txn)));
         event_ids.push(pdu.event_id.clone());
         (snapshot, last_nid) = (after_nid, nid);
+        first_nid.get_or_insert(nid);
     }
     t.update_room(room_nid, snapshot, &[last_nid])?;
     if let Some(txn) = &build.txn
-        && let Some(first) = event_ids.first()
+        && let Some(first) = first_nid
     {
-        t.insert_txn(txn, first.as_str())?;
+        t.insert_txn(txn, first)?;
     }
     Ok(Processed { verdict: Verdict::Accepted { room_id, event_ids }, outputs })
 }
@@ -667,12 +675,13 @@ fn state_before_prevs<T: RoomTables>(
         return Ok(Ok(after(&prevs[0])?));
     }
     let states = prevs.iter().map(after).collect::<Res<Vec<_>>>()?;
-    resolve(t, rules, &states)
+    resolve(t, prevs[0].room_nid, rules, &states)
 }
 
-/// State resolution v2 (ruma-state-res) over state maps of NIDs.
+/// State resolution v2 (ruma-state-res) over state maps of NIDs of the room `room_nid`.
 pub(crate) fn resolve<T: RoomTables>(
     t: &T,
+    room_nid: i64,
     rules: &RoomVersionRules,
     states: &[StateMap],
 ) -> Res<Result<StateMap, String>> {
@@ -703,7 +712,7 @@ pub(crate) fn resolve<T: RoomTables>(
                     continue;
                 }
                 if !events.contains_key(&id)
-                    && let Some((row, p)) = load_pdu_by_id(t, id.as_str())?
+                    && let Some((row, p)) = load_pdu_by_id(t, room_nid, id.as_str())?
                 {
                     id_to_nid.insert(id.clone(), row.nid);
                     if row.state_key_nid != 0 {
@@ -806,10 +815,6 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
         Ok(Ok(id)) => id,
         _ => return no_outputs(invalid(InvalidCode::BadEvent, "cannot compute the event ID")),
     };
-    if t.event_by_id(event_id.as_str())?.is_some() {
-        let pdu = load_pdu_by_id(t, event_id.as_str())?.expect("just found").1;
-        return no_outputs(Verdict::Accepted { room_id: pdu.room_id_or_own(), event_ids: vec![event_id] });
-    }
     let pdu = match Pdu::parse(event_id.clone(), object) {
         Ok(p) => p,
         Err(e) => return no_outputs(invalid(InvalidCode::BadEvent, e)),
@@ -821,11 +826,16 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
             "unknown room (creating rooms from PDUs is not supported yet)",
         ));
     };
+    // Already stored: the same answer again. (The event ID hashes the room
+    // ID too, so the event can only be in this room.)
+    if t.event_by_id(ctx.row.nid, event_id.as_str())?.is_some() {
+        return no_outputs(Verdict::Accepted { room_id, event_ids: vec![event_id] });
+    }
     let mut prev_rows = Vec::new();
     for prev in &pdu.prev_events {
-        match t.event_by_id(prev.as_str())? {
-            Some(row) if row.room_nid == ctx.row.nid => prev_rows.push(row),
-            _ => return no_outputs(invalid(InvalidCode::NotFound, format!("missing prev event {prev}"))),
+        match t.event_by_id(ctx.row.nid, prev.as_str())? {
+            Some(row) => prev_rows.push(row),
+            None => return no_outputs(invalid(InvalidCode::NotFound, format!("missing prev event {prev}"))),
         }
     }
     if prev_rows.is_empty() {
@@ -837,7 +847,7 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
     };
     let before_nid =
         store_state(t, ctx.row.nid, prev_rows[0].snapshot, &load_state(t, prev_rows[0].snapshot)?, &before)?;
-    let view = StateView::new(t, before.clone());
+    let view = StateView::new(t, Some(ctx.row.nid), before.clone());
     if let Err(reason) = authorize(&view, &pdu, &rules, &HashMap::new())? {
         // Recorded as rejected: it never enters any state.
         store_rejected(t, ctx.row.nid, &pdu, before_nid)?;
@@ -862,7 +872,7 @@ pub(crate) fn process_pdu<T: RoomTables>(t: &T, input: &PduInput) -> Res<Process
             }
             states.push(s);
         }
-        match resolve(t, &rules, &states)? {
+        match resolve(t, ctx.row.nid, &rules, &states)? {
             Ok(resolved) => (store_state(t, ctx.row.nid, ctx.row.snapshot, &ctx.state, &resolved)?, resolved),
             Err(e) => return Err(StorageError::Corrupt(format!("resolving extremities: {e}"))),
         }

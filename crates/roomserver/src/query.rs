@@ -34,7 +34,7 @@ fn client_event<T: RoomTables>(t: &T, row: &EventRow, version: &RoomVersionId) -
     let object: CanonicalJsonObject = redact(pdu.object.clone(), &rules.redaction, None).map_err(corrupt)?;
     let redacted = Pdu::parse(pdu.event_id.clone(), object).map_err(corrupt)?;
     let mut event = redacted.to_client_format();
-    if let Some((_, because)) = load_pdu_by_id(t, redaction_id)? {
+    if let Some((_, because)) = load_pdu_by_id(t, row.room_nid, redaction_id)? {
         event["unsigned"] = json!({"redacted_because": because.to_client_format()});
     }
     Ok(event)
@@ -59,26 +59,28 @@ impl Roomserver {
         self.inner.pool.read(f).await.map_err(fault)
     }
 
-    /// The state changes from the state before `from` to the state before `to`.
+    /// The state changes from the state before `from` to the state before
+    /// `to`, two events of the room `room_id`.
     ///
     /// Each changed (type, state key) maps to its event at `to` (`None`: the
-    /// key left the state). `None` if an event is unknown or the two are in
-    /// different rooms. Both states are loaded whole, then each changed key
-    /// is named and its event ID looked up.
+    /// key left the state). `None` if the room or an event is unknown in it.
+    /// Both states are loaded whole, then each changed key is named and its
+    /// event ID looked up.
     ///
     /// # Errors
     /// Storage faults only.
     pub async fn state_delta(
         &self,
+        room_id: &RoomId,
         from: &EventId,
         to: &EventId,
     ) -> Result<Option<BTreeMap<(String, String), Option<OwnedEventId>>>, RoomserverError> {
-        let (from, to) = (from.to_string(), to.to_string());
+        let (room_id, from, to) = (room_id.to_string(), from.to_string(), to.to_string());
         self.read(move |t| {
-            let (Some(from), Some(to)) = (t.event_by_id(&from)?, t.event_by_id(&to)?) else { return Ok(None) };
-            if from.room_nid != to.room_nid {
+            let Some(room) = t.room(&room_id)? else { return Ok(None) };
+            let (Some(from), Some(to)) = (t.event_by_id(room.nid, &from)?, t.event_by_id(room.nid, &to)?) else {
                 return Ok(None);
-            }
+            };
             let changes = state::delta(&load_state(t, from.snapshot)?, &load_state(t, to.snapshot)?);
             let mut out = BTreeMap::new();
             for ((type_nid, key_nid), nid) in changes {
@@ -139,12 +141,15 @@ impl RoomserverQuery for Roomserver {
         .await
     }
 
-    async fn state_at_event(&self, event_id: &EventId) -> Result<Option<Vec<EventJson>>, RoomserverError> {
-        let event_id = event_id.to_string();
+    async fn state_at_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Option<Vec<EventJson>>, RoomserverError> {
+        let (room_id, event_id) = (room_id.to_string(), event_id.to_string());
         self.read(move |t| {
-            let Some(row) = t.event_by_id(&event_id)? else { return Ok(None) };
-            let pdu = load_pdu(t, row.nid)?.ok_or_else(|| corrupt("missing event"))?;
-            let Some((_, version, _)) = room_version(t, pdu.room_id_or_own().as_str())? else { return Ok(None) };
+            let Some((room_nid, version, _)) = room_version(t, &room_id)? else { return Ok(None) };
+            let Some(row) = t.event_by_id(room_nid, &event_id)? else { return Ok(None) };
             let state = load_state(t, row.snapshot)?;
             let mut events = Vec::new();
             for nid in named_state(t, &state)?.values() {
@@ -173,24 +178,29 @@ impl RoomserverQuery for Roomserver {
         .await
     }
 
-    async fn event(&self, event_id: &EventId) -> Result<Option<EventJson>, RoomserverError> {
-        let event_id = event_id.to_string();
+    async fn event(&self, room_id: &RoomId, event_id: &EventId) -> Result<Option<EventJson>, RoomserverError> {
+        let (room_id, event_id) = (room_id.to_string(), event_id.to_string());
         self.read(move |t| {
-            let Some(row) = t.event_by_id(&event_id)? else { return Ok(None) };
+            let Some((room_nid, version, _)) = room_version(t, &room_id)? else { return Ok(None) };
+            let Some(row) = t.event_by_id(room_nid, &event_id)? else { return Ok(None) };
             if row.rejected {
                 return Ok(None);
             }
-            let pdu = load_pdu(t, row.nid)?.ok_or_else(|| corrupt("missing event"))?;
-            let Some((_, version, _)) = room_version(t, pdu.room_id_or_own().as_str())? else { return Ok(None) };
             Ok(Some(client_event(t, &row, &version)?))
         })
         .await
     }
 
-    async fn may_see_event(&self, user_id: &UserId, event_id: &EventId) -> Result<bool, RoomserverError> {
-        let (user_id, event_id) = (user_id.to_string(), event_id.to_string());
+    async fn may_see_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<bool, RoomserverError> {
+        let (user_id, room_id, event_id) = (user_id.to_string(), room_id.to_string(), event_id.to_string());
         self.read(move |t| {
-            let Some(row) = t.event_by_id(&event_id)? else { return Ok(false) };
+            let Some(room) = t.room(&room_id)? else { return Ok(false) };
+            let Some(row) = t.event_by_id(room.nid, &event_id)? else { return Ok(false) };
             if row.rejected {
                 return Ok(false);
             }

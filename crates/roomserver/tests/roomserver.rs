@@ -69,7 +69,12 @@ fn accepted(verdict: Verdict) -> (OwnedRoomId, Vec<OwnedEventId>) {
 
 /// A public v11 room made by alice (power 100), joined by bob.
 async fn room(h: &Harness) -> OwnedRoomId {
-    let room_id: OwnedRoomId = "!branch:test.local".try_into().unwrap();
+    room_named(h, "!branch:test.local").await
+}
+
+/// [`room`] under the given room ID.
+async fn room_named(h: &Harness, room_id: &str) -> OwnedRoomId {
+    let room_id: OwnedRoomId = room_id.try_into().unwrap();
     let events = vec![
         state("alice", "m.room.create", "", json!({"room_version": "11"})),
         state("alice", "m.room.member", "@alice:test.local", json!({"membership": "join"})),
@@ -165,7 +170,7 @@ async fn a_branch_and_merge_resolves_with_state_resolution_v2() {
     // The merge references both branches.
     let (merge, p) = pdu(&h, &room, "m.room.message", None, json!({"body": "merge"}), &[&a2, &b1], 3_000).await;
     accepted(submit_pdu(&h, p).await);
-    let at_merge = h.rs.state_at_event(&merge).await.unwrap().unwrap();
+    let at_merge = h.rs.state_at_event(&room, &merge).await.unwrap().unwrap();
     let get = |t: &str| at_merge.iter().find(|e| e["type"] == t).cloned();
     // v2: both name events are by the same sender at the same power level in
     // the same mainline position, so the later timestamp wins; the
@@ -229,7 +234,7 @@ async fn rejected_events_never_enter_current_state() {
     let verdict = submit_pdu(&h, serde_json::to_value(&object).unwrap()).await;
     assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
     assert_eq!(current(&h, &room, "m.room.name", "").await.unwrap()["content"]["name"], json!("good"));
-    assert!(h.rs.event(&id2).await.unwrap().is_none(), "a rejected event is not served");
+    assert!(h.rs.event(&room, &id2).await.unwrap().is_none(), "a rejected event is not served");
     assert_eq!(rejected(h.pool.clone()).await, 2);
     let state = h.rs.current_state(&room).await.unwrap();
     assert!(state.iter().all(|e| e["content"]["name"] != "bad" && e["content"]["name"] != "intruder"));
@@ -277,7 +282,7 @@ async fn stored_state_grows_with_changes_not_with_room_size() {
     assert!(per_change < 4.0, "{rows} rows for {CHANGES} changes");
 
     // State at an early event is exact: the 10th change sees the 9 before it.
-    let early = h.rs.state_at_event(&ids[9]).await.unwrap().unwrap();
+    let early = h.rs.state_at_event(&room, &ids[9]).await.unwrap().unwrap();
     let mut counters: Vec<u64> = early
         .iter()
         .filter(|e| e["type"] == "org.example.counter")
@@ -293,6 +298,7 @@ async fn stored_state_grows_with_changes_not_with_room_size() {
 #[tokio::test]
 async fn state_delta_names_the_keys_that_changed_between_two_events() {
     let h = start().await;
+    let other = room_named(&h, "!other:test.local").await;
     let room = room(&h).await;
     let send = |event: ProtoEvent| {
         let build = BuildEvents { target: Target::Room { room_id: room.clone() }, events: vec![event], txn: None };
@@ -314,21 +320,26 @@ async fn state_delta_names_the_keys_that_changed_between_two_events() {
 
     // Before the first name: neither key; before the message: the second
     // name and the topic. The first name came and went in between.
-    let forwards = h.rs.state_delta(&first_name, &message).await.unwrap().unwrap();
+    let forwards = h.rs.state_delta(&room, &first_name, &message).await.unwrap().unwrap();
     assert_eq!(
         forwards,
         [(key("m.room.name"), Some(second_name.clone())), (key("m.room.topic"), Some(topic.clone()))].into()
     );
     // Backwards, both keys leave the state.
-    let backwards = h.rs.state_delta(&message, &first_name).await.unwrap().unwrap();
+    let backwards = h.rs.state_delta(&room, &message, &first_name).await.unwrap().unwrap();
     assert_eq!(backwards, [(key("m.room.name"), None), (key("m.room.topic"), None)].into());
     // The state before the second name has the first one.
-    let one_step = h.rs.state_delta(&topic, &second_name).await.unwrap().unwrap();
+    let one_step = h.rs.state_delta(&room, &topic, &second_name).await.unwrap().unwrap();
     assert_eq!(one_step, [(key("m.room.topic"), Some(topic.clone()))].into());
-    assert!(h.rs.state_delta(&message, &message).await.unwrap().unwrap().is_empty());
+    assert!(h.rs.state_delta(&room, &message, &message).await.unwrap().unwrap().is_empty());
 
     let unknown: OwnedEventId = "$unknown".try_into().unwrap();
-    assert!(h.rs.state_delta(&unknown, &message).await.unwrap().is_none());
+    assert!(h.rs.state_delta(&room, &unknown, &message).await.unwrap().is_none());
+    // Events are found only in their own room.
+    assert!(h.rs.state_delta(&other, &first_name, &message).await.unwrap().is_none());
+    assert!(h.rs.state_at_event(&other, &message).await.unwrap().is_none());
+    assert!(h.rs.event(&other, &message).await.unwrap().is_none());
+    assert!(h.rs.event(&room, &message).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

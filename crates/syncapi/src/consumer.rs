@@ -43,7 +43,7 @@ fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, Stora
     let mut removed_by_key = std::collections::BTreeMap::new();
     for id in &removes_state_event_ids {
         if let Some(EventRow { position: removed, event_type, state_key: Some(key), .. }) =
-            storage::event_by_id(t, id.as_str())?
+            storage::event_by_id(t, room, id.as_str())?
         {
             removed_by_key.insert((event_type, key), removed);
         }
@@ -51,7 +51,7 @@ fn apply(t: &Transaction<'_>, record: &Record) -> Result<BTreeSet<String>, Stora
     let mut wake: BTreeSet<String> = BTreeSet::new();
     for id in &adds_state_event_ids {
         let Some(EventRow { position: added, event_type: ty, state_key: Some(key), json, .. }) =
-            storage::event_by_id(t, id.as_str())?
+            storage::event_by_id(t, room, id.as_str())?
         else {
             continue;
         };

@@ -16,6 +16,7 @@ use crate::response::RawEvent;
 pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0001_create_syncapi", include_str!("../migrations/sqlite/0001_create_syncapi.sql")),
     ("0002_room_nids_event_positions", include_str!("../migrations/sqlite/0002_room_nids_event_positions.sql")),
+    ("0003_room_led_event_ids", include_str!("../migrations/sqlite/0003_room_led_event_ids.sql")),
 ];
 
 /// Result of a table operation.
@@ -195,7 +196,9 @@ pub(crate) fn insert_event(
 ) -> Res<Option<Position>> {
     let text = |k: &str| event.get(k).and_then(|v| v.as_str());
     let event_id = text("event_id").ok_or_else(|| corrupt("event without event_id"))?;
-    let known = t.prepare_cached("SELECT 1 FROM syncapi_events WHERE event_id = ?1")?.exists([event_id])?;
+    let known = t
+        .prepare_cached("SELECT 1 FROM syncapi_events WHERE room_nid = ?1 AND event_id = ?2")?
+        .exists(params![room, event_id])?;
     if known {
         return Ok(None);
     }
@@ -216,10 +219,12 @@ pub(crate) fn insert_event(
     Ok(Some(t.last_insert_rowid()))
 }
 
-/// An event by ID.
-pub(crate) fn event_by_id(t: &Transaction<'_>, event_id: &str) -> Res<Option<EventRow>> {
-    let row =
-        t.prepare_cached(select_events!("e.event_id = ?1"))?.query_row([event_id], StoredEvent::read).optional()?;
+/// An event of `room` by ID (event IDs are unique within their room).
+pub(crate) fn event_by_id(t: &Transaction<'_>, room: RoomNid, event_id: &str) -> Res<Option<EventRow>> {
+    let row = t
+        .prepare_cached(select_events!("e.room_nid = ?1 AND e.event_id = ?2"))?
+        .query_row(params![room, event_id], StoredEvent::read)
+        .optional()?;
     row.map(StoredEvent::into_row).transpose()
 }
 

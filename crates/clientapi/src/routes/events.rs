@@ -83,11 +83,8 @@ pub(crate) async fn get_event(
 ) -> MatrixResult<Json<JsonValue>> {
     let body = &req.body;
     let not_found = || MatrixError::not_found("Event not found");
-    let event = api.rooms().event(&body.event_id).await.map_err(fault)?.ok_or_else(not_found)?;
-    if event["room_id"].as_str() != Some(body.room_id.as_str()) {
-        return Err(not_found());
-    }
-    if !api.rooms().may_see_event(&req.session().user_id, &body.event_id).await.map_err(fault)? {
+    let event = api.rooms().event(&body.room_id, &body.event_id).await.map_err(fault)?.ok_or_else(not_found)?;
+    if !api.rooms().may_see_event(&req.session().user_id, &body.room_id, &body.event_id).await.map_err(fault)? {
         return Err(not_found());
     }
     Ok(Json(event))

@@ -197,7 +197,7 @@ pub(crate) async fn members(
         Some(at) => match ruma::EventId::parse(at) {
             Ok(event_id) => api
                 .rooms()
-                .state_at_event(&event_id)
+                .state_at_event(&body.room_id, &event_id)
                 .await
                 .map_err(fault)?
                 .ok_or_else(|| MatrixError::not_found("Unknown event"))?,

@@ -135,6 +135,14 @@ async fn send_is_idempotent_per_device_and_transaction() {
     assert_eq!(event["content"], json!({"msgtype": "m.text", "body": "hello"}));
     assert_eq!(event["sender"], json!("@alice:localhost"));
     assert_eq!(event["room_id"], json!(room));
+    // An event is found only under its own room: asked under another room
+    // the user is in, it is unknown, and so is the state at it.
+    let wrong_room = format!("/_matrix/client/v3/rooms/{room2}/event/{}", first.as_str().unwrap());
+    server.get(&wrong_room, token(&alice)).await.expect_error(404, "M_NOT_FOUND");
+    let members_at = format!("/_matrix/client/v3/rooms/{room2}/members?at={}", first.as_str().unwrap());
+    server.get(&members_at, token(&alice)).await.expect_error(404, "M_NOT_FOUND");
+    let members_at_own = format!("/_matrix/client/v3/rooms/{room}/members?at={}", first.as_str().unwrap());
+    assert!(server.get(&members_at_own, token(&alice)).await.ok()["chunk"].as_array().is_some_and(|c| !c.is_empty()));
 }
 
 #[tokio::test]

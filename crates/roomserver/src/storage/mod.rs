@@ -55,7 +55,8 @@ pub(crate) trait RoomTables {
     fn insert_room(&self, room_id: &str, version: &str) -> Res<i64>;
     fn update_room(&self, room_nid: i64, snapshot: i64, latest: &[i64]) -> Res<()>;
 
-    fn event_by_id(&self, event_id: &str) -> Res<Option<EventRow>>;
+    /// An event of the room `room_nid` by ID (event IDs are unique within their room).
+    fn event_by_id(&self, room_nid: i64, event_id: &str) -> Res<Option<EventRow>>;
     fn event_by_nid(&self, nid: i64) -> Res<Option<EventRow>>;
     fn insert_event(&self, row: &EventRow) -> Res<i64>;
     fn set_redacted_by(&self, event_nid: i64, redaction_id: &str) -> Res<()>;
@@ -69,8 +70,9 @@ pub(crate) trait RoomTables {
     fn membership(&self, room_nid: i64, user_id: &str) -> Res<Option<String>>;
     fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Res<Vec<String>>;
 
-    fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>>;
-    fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()>;
+    /// The NID of the event a client transaction made, if it was answered.
+    fn txn_event(&self, txn: &TxnKey) -> Res<Option<i64>>;
+    fn insert_txn(&self, txn: &TxnKey, event_nid: i64) -> Res<()>;
     fn input_verdict(&self, request_id: &str) -> Res<Option<String>>;
     /// Stores the verdict on the input at `offset` of `input.room_event`.
     fn insert_input_verdict(&self, request_id: &str, verdict: &str, offset: u64, now: u64) -> Res<()>;

@@ -18,6 +18,7 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0003_compact_transactions_inputs", include_str!("../../migrations/sqlite/0003_compact_transactions_inputs.sql")),
     ("0004_hashed_transaction_keys", include_str!("../../migrations/sqlite/0004_hashed_transaction_keys.sql")),
     ("0005_input_offsets", include_str!("../../migrations/sqlite/0005_input_offsets.sql")),
+    ("0006_room_led_event_ids", include_str!("../../migrations/sqlite/0006_room_led_event_ids.sql")),
 ];
 
 /// Bytes of a client transaction's key: 128 bits, so two different
@@ -101,10 +102,10 @@ fn accepted_nids(t: &Transaction<'_>, verdict: &str) -> Res<Option<(i64, String)
     else {
         return Ok(None);
     };
-    let mut stmt = t.prepare_cached("SELECT event_nid FROM roomserver_events WHERE event_id = ?1")?;
+    let mut stmt = t.prepare_cached("SELECT event_nid FROM roomserver_events WHERE room_nid = ?1 AND event_id = ?2")?;
     let mut nids = Vec::with_capacity(event_ids.len());
     for event_id in &event_ids {
-        let Some(nid) = stmt.query_row([event_id.as_str()], |r| r.get::<_, i64>(0)).optional()? else {
+        let Some(nid) = stmt.query_row(params![room_nid, event_id.as_str()], |r| r.get::<_, i64>(0)).optional()? else {
             return Ok(None);
         };
         nids.push(nid);
@@ -202,10 +203,12 @@ impl RoomTables for Transaction<'_> {
         Ok(())
     }
 
-    fn event_by_id(&self, event_id: &str) -> Res<Option<EventRow>> {
+    fn event_by_id(&self, room_nid: i64, event_id: &str) -> Res<Option<EventRow>> {
         Ok(self
-            .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM roomserver_events WHERE event_id = ?1"))?
-            .query_row([event_id], event_row)
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM roomserver_events WHERE room_nid = ?1 AND event_id = ?2"
+            ))?
+            .query_row(params![room_nid, event_id], event_row)
             .optional()?)
     }
 
@@ -308,14 +311,11 @@ impl RoomTables for Transaction<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn txn_event(&self, txn: &TxnKey) -> Res<Option<String>> {
+    fn txn_event(&self, txn: &TxnKey) -> Res<Option<i64>> {
         // Keys as they are now, then as they were before they were led by the device.
         for key in txn_keys(txn) {
-            let hashed: Option<String> = self
-                .prepare_cached(
-                    "SELECT e.event_id FROM roomserver_txn_keys t JOIN roomserver_events e ON e.event_nid = t.event_nid
-                     WHERE t.txn_key = ?1",
-                )?
+            let hashed: Option<i64> = self
+                .prepare_cached("SELECT event_nid FROM roomserver_txn_keys WHERE txn_key = ?1")?
                 .query_row([&key[..]], |r| r.get(0))
                 .optional()?;
             if hashed.is_some() {
@@ -325,8 +325,8 @@ impl RoomTables for Transaction<'_> {
         // A transaction stored before 0004.
         Ok(self
             .prepare_cached(
-                "SELECT e.event_id FROM roomserver_transactions t JOIN roomserver_events e ON e.event_nid = t.event_nid
-                 WHERE t.user_id = ?1 AND t.device_id = ?2 AND t.scope = ?3 AND t.txn_id = ?4",
+                "SELECT event_nid FROM roomserver_transactions
+                 WHERE user_id = ?1 AND device_id = ?2 AND scope = ?3 AND txn_id = ?4",
             )?
             .query_row([txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()], |r| {
                 r.get(0)
@@ -334,16 +334,9 @@ impl RoomTables for Transaction<'_> {
             .optional()?)
     }
 
-    fn insert_txn(&self, txn: &TxnKey, event_id: &str) -> Res<()> {
-        let inserted = self
-            .prepare_cached(
-                "INSERT INTO roomserver_txn_keys (txn_key, event_nid)
-                 SELECT ?1, event_nid FROM roomserver_events WHERE event_id = ?2",
-            )?
-            .execute(params![&txn_keys(txn)[0][..], event_id])?;
-        if inserted != 1 {
-            return Err(StorageError::Corrupt(format!("txn event {event_id} is not stored")));
-        }
+    fn insert_txn(&self, txn: &TxnKey, event_nid: i64) -> Res<()> {
+        self.prepare_cached("INSERT INTO roomserver_txn_keys (txn_key, event_nid) VALUES (?1, ?2)")?
+            .execute(params![&txn_keys(txn)[0][..], event_nid])?;
         Ok(())
     }
 
@@ -473,7 +466,7 @@ mod tests {
                     .prepare("SELECT event_id, typeof(json) FROM roomserver_events ORDER BY event_nid")?
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
-                let old = tx.event_by_id("$old")?.expect("old row");
+                let old = tx.event_by_id(room, "$old")?.expect("old row");
                 let new = tx.event_by_nid(new_nid)?.expect("new row");
                 Ok::<_, StorageError>((old, new, kinds))
             })
@@ -531,25 +524,27 @@ mod tests {
         // Rows written before 0003, in the 0001 shape.
         pool.migrate("roomserver", &MIGRATIONS[..2]).await.unwrap();
         let old = (rejected.clone(), accepted(ROOM, &["$create", "$join"]));
-        pool.write(move |tx| {
-            let room = tx.insert_room(ROOM, "11")?;
-            for id in ["$create", "$join", "$message", "$later"] {
-                tx.insert_event(&event(room, id))?;
-            }
-            tx.execute(
-                "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_id)
+        let (message_nid, later_nid) = pool
+            .write(move |tx| {
+                let room = tx.insert_room(ROOM, "11")?;
+                let mut nids = Vec::new();
+                for id in ["$create", "$join", "$message", "$later"] {
+                    nids.push(tx.insert_event(&event(room, id))?);
+                }
+                tx.execute(
+                    "INSERT INTO roomserver_transactions (user_id, device_id, scope, txn_id, event_id)
                  VALUES ('@alice:test.local', 'DEVICE', ?1, 'old', '$message')",
-                [format!("send:{ROOM}:m.room.message")],
-            )?;
-            tx.execute(
-                "INSERT INTO roomserver_inputs (request_id, verdict, created_ts)
+                    [format!("send:{ROOM}:m.room.message")],
+                )?;
+                tx.execute(
+                    "INSERT INTO roomserver_inputs (request_id, verdict, created_ts)
                  VALUES ('old-accepted', ?1, 1), ('old-rejected', ?2, 2)",
-                [&old.1, &old.0],
-            )?;
-            Ok::<_, StorageError>(())
-        })
-        .await
-        .unwrap();
+                    [&old.1, &old.0],
+                )?;
+                Ok::<_, StorageError>((nids[2], nids[3]))
+            })
+            .await
+            .unwrap();
 
         pool.migrate("roomserver", MIGRATIONS).await.unwrap();
         let (old_txn, old_accepted, old_rejected) = pool
@@ -562,7 +557,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(old_txn.as_deref(), Some("$message"));
+        assert_eq!(old_txn, Some(message_nid));
         assert_eq!(old_accepted, Some(accepted(ROOM, &["$create", "$join"])));
         assert_eq!(old_rejected, Some(rejected.clone()));
 
@@ -578,16 +573,15 @@ mod tests {
             ("not-canonical", format!(" {}", accepted(ROOM, &["$later"])), false),
         ];
         let written = verdicts.clone();
-        let (read, new_txn, missing_txn) = pool
+        let (read, new_txn) = pool
             .write(move |tx| {
                 let mut read = Vec::new();
                 for (request_id, verdict, _) in &written {
                     tx.insert_input_verdict(request_id, verdict, 1, 3)?;
                     read.push((tx.input_verdict(request_id)?, stored_as_nids(tx, request_id)));
                 }
-                tx.insert_txn(&txn("new"), "$later")?;
-                let missing = tx.insert_txn(&txn("missing"), "$unknown").is_err();
-                Ok::<_, StorageError>((read, tx.txn_event(&txn("new"))?, missing))
+                tx.insert_txn(&txn("new"), later_nid)?;
+                Ok::<_, StorageError>((read, tx.txn_event(&txn("new"))?))
             })
             .await
             .unwrap();
@@ -595,8 +589,7 @@ mod tests {
             assert_eq!(verdict.as_ref(), Some(expected), "{request_id}");
             assert_eq!(as_nids, expected_as_nids, "{request_id}");
         }
-        assert_eq!(new_txn.as_deref(), Some("$later"));
-        assert!(missing_txn, "a transaction needs its event stored");
+        assert_eq!(new_txn, Some(later_nid));
         assert_eq!(pool.write(|tx| tx.txn_event(&txn("missing"))).await.unwrap(), None);
 
         // Both tables are their primary key's B-tree now: no automatic index.
@@ -634,6 +627,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn upgrading_to_0006_keeps_events_and_finds_them_by_room_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
+        pool.migrate("roomserver", &MIGRATIONS[..5]).await.unwrap();
+        let (room, other, a_nid) = pool
+            .write(|tx| {
+                let room = tx.insert_room(ROOM, "11")?;
+                let other = tx.insert_room("!other:test.local", "11")?;
+                let a_nid = tx.insert_event(&event(room, "$a"))?;
+                tx.insert_event(&event(other, "$b"))?;
+                Ok::<_, StorageError>((room, other, a_nid))
+            })
+            .await
+            .unwrap();
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let (found, elsewhere, duplicate, second_room, plan) = pool
+            .write(move |tx| {
+                let found = tx.event_by_id(room, "$a")?.map(|row| (row.nid, row.room_nid));
+                let elsewhere = tx.event_by_id(other, "$a")?.is_some();
+                let duplicate = tx.insert_event(&event(room, "$a")).is_err();
+                let second_room = tx.event_by_id(other, "$b")?.is_some();
+                let plan: String = tx.query_row(
+                    "EXPLAIN QUERY PLAN SELECT event_nid FROM roomserver_events WHERE room_nid = 1 AND event_id = 'x'",
+                    [],
+                    |r| r.get(3),
+                )?;
+                Ok::<_, StorageError>((found, elsewhere, duplicate, second_room, plan))
+            })
+            .await
+            .unwrap();
+        // NIDs are kept; an ID is found in its room only and stays unique there.
+        assert_eq!(found, Some((a_nid, room)));
+        assert!(!elsewhere && duplicate && second_room);
+        // The lookup is one probe of the room-led index.
+        assert!(plan.contains("INDEX sqlite_autoindex_roomserver_events_1 (room_nid=? AND event_id=?)"), "{plan}");
+    }
+
+    #[tokio::test]
     async fn transaction_keys_are_led_by_the_device_and_keys_stored_before_are_still_found() {
         let dir = tempfile::tempdir().unwrap();
         let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
@@ -641,23 +672,22 @@ mod tests {
         let found = pool
             .write(|tx| {
                 let room_nid = tx.insert_room(ROOM, "11")?;
-                tx.insert_event(&event(room_nid, "$new"))?;
+                let new_nid = tx.insert_event(&event(room_nid, "$new"))?;
                 let old_nid = tx.insert_event(&event(room_nid, "$old"))?;
-                tx.insert_txn(&txn("new"), "$new")?;
+                tx.insert_txn(&txn("new"), new_nid)?;
                 // A row as the key was before it was led by the device.
                 tx.execute(
                     "INSERT INTO roomserver_txn_keys (txn_key, event_nid) VALUES (?1, ?2)",
                     params![&txn_keys(&txn("old"))[1][..], old_nid],
                 )?;
                 Ok::<_, StorageError>((
-                    tx.txn_event(&txn("new"))?,
-                    tx.txn_event(&txn("old"))?,
-                    tx.txn_event(&txn("none"))?,
+                    (tx.txn_event(&txn("new"))?, tx.txn_event(&txn("old"))?, tx.txn_event(&txn("none"))?),
+                    (Some(new_nid), Some(old_nid), None),
                 ))
             })
             .await
             .unwrap();
-        assert_eq!(found, (Some("$new".into()), Some("$old".into()), None));
+        assert_eq!(found.0, found.1);
 
         // One device's keys share their first bytes; another device's differ.
         let (a, b) = (txn_keys(&txn("a"))[0], txn_keys(&txn("b"))[0]);
