@@ -69,8 +69,14 @@ pub const CHECKPOINT_WAL_PAGES: i32 = 1_000;
 /// write queued meanwhile waits for: 0.9-1.4 ms after load.py's whole run),
 /// so its next commit starts the log from the beginning. Taking that step
 /// after every copy put one send in ~48 behind it, 2% of sends and so their
-/// p99; at four copies per restart it is one in ~190.
-pub const WAL_RESTART_PAGES: i32 = 4 * CHECKPOINT_WAL_PAGES;
+/// p99; at four copies per restart one in ~190, at eight one in ~430. Once
+/// events were indexed by room (so the restart's sync of the database file
+/// fell from 10-36 ms to ~2 ms), the restarts were most of the sends over
+/// 2 ms left: 8,000 pages instead of 4,000 took sequential sends' p99 from
+/// 1.91-2.66 ms to 1.62-2.39 and those over 2 ms from 18-73 to 11-28 of
+/// 2,000 (6 pairs, a loaded database), for a log file of ~33 MB instead
+/// of ~16.
+pub const WAL_RESTART_PAGES: i32 = 8 * CHECKPOINT_WAL_PAGES;
 
 /// Pages in the write-ahead log at which the writer checkpoints by itself,
 /// whatever the checkpointer is doing: a log without bound would make every
@@ -343,8 +349,17 @@ fn run_writer(
 /// of the log could let it start over: p99 2.96-4.03 ms against 3.29-3.65,
 /// and with copies every 200 pages 2.59-3.01 (p50 0.1 ms worse); this
 /// thread at nice 19: 2.44-2.65 against 2.47-2.78; the log starting over
-/// at 8,000 pages instead of 4,000 (twice the file): 2.36-2.56 against
-/// 2.67-3.11, but as many sends over 2 ms (35-43 against 41-47 of 2,000).
+/// at 8,000 pages instead of 4,000 (twice the file), before events were
+/// indexed by room: 2.36-2.56 against 2.67-3.11, but as many sends over
+/// 2 ms (35-43 against 41-47 of 2,000), as each restart's sync was twice
+/// as long (kept since, see [`WAL_RESTART_PAGES`]). After: the writer's
+/// step right after a commit at `synchronous=FULL`, at `synchronous=OFF`
+/// with the database file synced by hand (one fsync instead of two): the
+/// step still took 0.6-1.1 ms (the database file's sync is most of it),
+/// sends over 2 ms 17-20 against 24-25 in 2 pairs, even in a third; not
+/// worth a process abort on a failed sync. SQLite built with
+/// `HAVE_FDATASYNC` (fdatasync instead of fsync, skipping the inode's
+/// write): no gain seen in 3 pairs.
 fn run_checkpointer(
     conn: Connection,
     database: Option<std::fs::File>,
