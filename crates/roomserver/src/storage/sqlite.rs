@@ -335,8 +335,16 @@ impl RoomTables for Transaction<'_> {
     }
 
     fn insert_txn(&self, txn: &TxnKey, event_nid: i64) -> Res<()> {
-        self.prepare_cached("INSERT INTO roomserver_txn_keys (txn_key, event_nid) VALUES (?1, ?2)")?
+        // Only for a stored event (a rowid probe of a row just written).
+        let inserted = self
+            .prepare_cached(
+                "INSERT INTO roomserver_txn_keys (txn_key, event_nid)
+                 SELECT ?1, event_nid FROM roomserver_events WHERE event_nid = ?2",
+            )?
             .execute(params![&txn_keys(txn)[0][..], event_nid])?;
+        if inserted != 1 {
+            return Err(StorageError::Corrupt(format!("txn event {event_nid} is not stored")));
+        }
         Ok(())
     }
 
@@ -573,7 +581,7 @@ mod tests {
             ("not-canonical", format!(" {}", accepted(ROOM, &["$later"])), false),
         ];
         let written = verdicts.clone();
-        let (read, new_txn) = pool
+        let (read, new_txn, missing_txn) = pool
             .write(move |tx| {
                 let mut read = Vec::new();
                 for (request_id, verdict, _) in &written {
@@ -581,7 +589,8 @@ mod tests {
                     read.push((tx.input_verdict(request_id)?, stored_as_nids(tx, request_id)));
                 }
                 tx.insert_txn(&txn("new"), later_nid)?;
-                Ok::<_, StorageError>((read, tx.txn_event(&txn("new"))?))
+                let missing = tx.insert_txn(&txn("missing"), later_nid + 1_000).is_err();
+                Ok::<_, StorageError>((read, tx.txn_event(&txn("new"))?, missing))
             })
             .await
             .unwrap();
@@ -590,6 +599,7 @@ mod tests {
             assert_eq!(as_nids, expected_as_nids, "{request_id}");
         }
         assert_eq!(new_txn, Some(later_nid));
+        assert!(missing_txn, "a transaction needs its event stored");
         assert_eq!(pool.write(|tx| tx.txn_event(&txn("missing"))).await.unwrap(), None);
 
         // Both tables are their primary key's B-tree now: no automatic index.
