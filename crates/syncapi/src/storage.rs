@@ -155,18 +155,19 @@ impl StoredEvent {
 
 /// The offset of the output log applied last.
 pub(crate) fn applied_offset(t: &Transaction<'_>, topic: &str) -> Res<u64> {
-    Ok(t.query_row("SELECT applied_offset FROM syncapi_consumer WHERE topic = ?1", [topic], |r| r.get::<_, i64>(0))
+    Ok(t.prepare_cached("SELECT applied_offset FROM syncapi_consumer WHERE topic = ?1")?
+        .query_row([topic], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0) as u64)
 }
 
 /// Records the offset applied last (in the transaction that applied it).
 pub(crate) fn set_applied_offset(t: &Transaction<'_>, topic: &str, offset: u64) -> Res<()> {
-    t.execute(
+    t.prepare_cached(
         "INSERT INTO syncapi_consumer (topic, applied_offset) VALUES (?1, ?2)
          ON CONFLICT (topic) DO UPDATE SET applied_offset = excluded.applied_offset",
-        params![topic, offset as i64],
-    )?;
+    )?
+    .execute(params![topic, offset as i64])?;
     Ok(())
 }
 
