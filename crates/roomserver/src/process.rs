@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use neurite_storage::StorageError;
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
@@ -141,7 +142,7 @@ pub(crate) fn load_pdu_by_id<T: RoomTables>(t: &T, room_nid: i64, event_id: &str
 }
 
 /// The state events the auth rules consult for one event.
-type AuthState = HashMap<(StateEventType, String), Pdu>;
+type AuthState = HashMap<(StateEventType, String), Arc<Pdu>>;
 
 /// The state of a room as the auth rules see it: (type, state key) -> event,
 /// loaded lazily from a state map, with events added during this input on top.
@@ -150,18 +151,20 @@ type AuthState = HashMap<(StateEventType, String), Pdu>;
 /// names its auth events, the rules then fetch them by ID and look up the
 /// state again), so what it read is kept for the input's lifetime: each
 /// stored event is read and parsed once. Nothing outlives the input, whose
-/// savepoint may still be undone.
+/// savepoint may still be undone. Events are shared (`Arc`): the auth rules
+/// ask for each several times, and copying a parsed event cost the writer
+/// ~27 us per send.
 struct StateView<'a, T: RoomTables> {
     t: &'a T,
     /// The room, `None` while it is being created (nothing of it is stored).
     room_nid: Option<i64>,
     nids: StateMap,
-    overlay: HashMap<(String, String), Pdu>,
+    overlay: HashMap<(String, String), Arc<Pdu>>,
     /// State lookups answered from `nids` so far, by (type, state key): the
     /// event's ID (the event itself is in `read_by_id`), `None` for no event.
     read_by_key: RefCell<HashMap<(String, String), Option<OwnedEventId>>>,
     /// Every stored event read so far, by ID.
-    read_by_id: RefCell<HashMap<OwnedEventId, Pdu>>,
+    read_by_id: RefCell<HashMap<OwnedEventId, Arc<Pdu>>>,
 }
 
 impl<'a, T: RoomTables> StateView<'a, T> {
@@ -176,7 +179,7 @@ impl<'a, T: RoomTables> StateView<'a, T> {
         }
     }
 
-    fn get(&self, event_type: &str, state_key: &str) -> Res<Option<Pdu>> {
+    fn get(&self, event_type: &str, state_key: &str) -> Res<Option<Arc<Pdu>>> {
         let key = (event_type.to_owned(), state_key.to_owned());
         if let Some(pdu) = self.overlay.get(&key) {
             return Ok(Some(pdu.clone()));
@@ -186,7 +189,7 @@ impl<'a, T: RoomTables> StateView<'a, T> {
         }
         let read = match (self.t.event_type_nid(event_type)?, self.t.state_key_nid(state_key)?) {
             (Some(type_nid), Some(key_nid)) => match self.nids.get(&(type_nid, key_nid)) {
-                Some(nid) => load_pdu(self.t, *nid)?,
+                Some(nid) => load_pdu(self.t, *nid)?.map(Arc::new),
                 None => None,
             },
             _ => None,
@@ -200,11 +203,12 @@ impl<'a, T: RoomTables> StateView<'a, T> {
 
     /// A stored event by ID (a storage fault reads as absent, as the auth
     /// rules' fetch closure wants it).
-    fn event(&self, event_id: &EventId) -> Option<Pdu> {
+    fn event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
         if let Some(pdu) = self.read_by_id.borrow().get(event_id) {
             return Some(pdu.clone());
         }
         let (_, pdu) = load_pdu_by_id(self.t, self.room_nid?, event_id.as_str()).ok().flatten()?;
+        let pdu = Arc::new(pdu);
         self.read_by_id.borrow_mut().insert(pdu.event_id.clone(), pdu.clone());
         Some(pdu)
     }
@@ -237,7 +241,7 @@ fn authorize<T: RoomTables>(
     view: &StateView<'_, T>,
     pdu: &Pdu,
     rules: &RoomVersionRules,
-    built: &HashMap<OwnedEventId, Pdu>,
+    built: &HashMap<OwnedEventId, Arc<Pdu>>,
 ) -> Res<Result<(), String>> {
     // Any event the rules ask for by ID: its auth events, and from room
     // version 12 the create event (whose ID is the room's). Events built in
@@ -605,11 +609,11 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
             return no_outputs(Verdict::Rejected { reason });
         }
         if let Some(key) = &pdu.state_key {
-            view.overlay.insert((pdu.event_type.to_string(), key.clone()), pdu.clone());
+            view.overlay.insert((pdu.event_type.to_string(), key.clone()), Arc::new(pdu.clone()));
         }
         prev = vec![pdu.event_id.clone()];
         depth = pdu.depth;
-        built_by_id.insert(pdu.event_id.clone(), pdu.clone());
+        built_by_id.insert(pdu.event_id.clone(), Arc::new(pdu.clone()));
         built.push(pdu);
     }
     let room_id = room_id.expect("set for an existing room or by the create event");
