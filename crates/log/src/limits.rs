@@ -55,5 +55,7 @@ pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
 /// more sends: a pause of four times each write's time between writes (sends
 /// over 2 ms beside the clean-up 51 against 29 in one run each), and that
 /// pause with writes of 50 records (40; a write of 50 took 0.33 ms against
-/// 0.54 for 200, so the clean-up held the writer longer in all).
+/// 0.54 for 200, so the clean-up held the writer longer in all). What was
+/// kept: the pass waits for a tick at which the writer is not busy
+/// (`neurite_storage::Housekeeping`).
 pub const PRUNE_BATCH_RECORDS_MAX: u64 = 200;
