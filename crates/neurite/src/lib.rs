@@ -74,8 +74,7 @@ pub struct Server {
 
 /// How often the server drops idle rate-limit buckets and log records every
 /// subscription has acknowledged, and gives free database pages back to the
-/// file system, in seconds (the database part waits for a tick at which the
-/// writer is not busy: `neurite_storage::Housekeeping`).
+/// file system, in seconds.
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 10;
 
 /// How long a graceful stop waits for deferred writes (acknowledgements and
@@ -196,17 +195,9 @@ pub async fn serve(
         let (limiter, log, pool) = (limiter.clone(), log.clone(), pool.clone());
         async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(MAINTENANCE_INTERVAL_SECS));
-            // The database clean-ups wait for a quieter tick (a bounded
-            // number of times); rate-limit buckets live in memory.
-            let mut housekeeping = neurite_storage::Housekeeping::new();
             loop {
                 tick.tick().await;
-                if housekeeping.should_run(pool.writer_busy(), std::time::Instant::now()) {
-                    maintain(limiter.as_ref(), &log, &pool).await;
-                    housekeeping.ran(pool.writer_busy());
-                } else if let Some(limiter) = &limiter {
-                    limiter.prune();
-                }
+                maintain(limiter.as_ref(), &log, &pool).await;
             }
         }
     });

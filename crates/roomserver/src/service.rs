@@ -657,29 +657,23 @@ impl Roomserver {
 }
 
 /// Runs [`Roomserver::prune_verdicts`] every [`VERDICT_PRUNE_INTERVAL_SECS`]
-/// with [`VERDICT_KEEP_SECS`] (skipping ticks at which the writer is busy, as
-/// `neurite_storage::Housekeeping` decides), until the room server is
-/// dropped or stops tracking acknowledgements. Holds it weakly, so it keeps nothing alive.
+/// with [`VERDICT_KEEP_SECS`], until the room server is dropped or stops
+/// tracking acknowledgements. Holds it weakly, so it keeps nothing alive.
 async fn prune_verdicts_periodically(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(VERDICT_PRUNE_INTERVAL_SECS));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate, before anything is acknowledged.
     tick.tick().await;
-    let mut housekeeping = neurite_storage::Housekeeping::new();
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         if !inner.acked().is_tracking() {
             return;
         }
-        if !housekeeping.should_run(inner.pool.writer_busy(), std::time::Instant::now()) {
-            continue;
-        }
         let server = Roomserver { inner };
         if let Err(e) = server.prune_verdicts(Duration::from_secs(VERDICT_KEEP_SECS)).await {
             tracing::warn!(error = %e, "pruning verdicts failed; the next pass tries again");
         }
-        housekeeping.ran(server.inner.pool.writer_busy());
     }
 }
 

@@ -23,7 +23,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -113,9 +113,6 @@ struct Inner {
     /// into the blocking task and is given back only after the connection.
     reader_permits: Arc<Semaphore>,
     path: std::path::PathBuf,
-    /// Microseconds the writer thread has spent running and committing
-    /// transactions since the pool opened (see [`SqlitePool::writer_busy`]).
-    busy_micros: Arc<AtomicU64>,
 }
 
 /// How a write reaches the disk; see the module documentation.
@@ -250,7 +247,6 @@ fn run_writer(
     writes: mpsc::Receiver<Box<dyn WriteJob>>,
     checkpoints: mpsc::SyncSender<bool>,
     checkpoint: Arc<AtomicU8>,
-    busy_micros: Arc<AtomicU64>,
 ) {
     conn.wal_hook(Some(note_wal_pages));
     // Invariant: `configure` left the connection at `synchronous=FULL`.
@@ -285,9 +281,7 @@ fn run_writer(
             }
             synchronous = wanted;
         }
-        let started = std::time::Instant::now();
         commit_batch(&mut conn, batch);
-        busy_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let pages = WAL_PAGES.with(std::cell::Cell::get);
         if pages < asked_at {
             // The log started over.
@@ -469,11 +463,9 @@ impl SqlitePool {
             .spawn(move || run_checkpointer(checkpointer, database, asked, step))
             .map_err(|e| StorageError::Commit(format!("cannot start the checkpointer thread: {e}")))?;
         let (writes, queue) = mpsc::channel();
-        let busy_micros = Arc::new(AtomicU64::new(0));
-        let busy = busy_micros.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue, checkpoints, checkpoint, busy))
+            .spawn(move || run_writer(writer, queue, checkpoints, checkpoint))
             .map_err(|e| StorageError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -481,7 +473,6 @@ impl SqlitePool {
                 readers: Mutex::new(readers),
                 reader_permits: Arc::new(Semaphore::new(READER_CONNECTIONS_MAX)),
                 path: path.to_owned(),
-                busy_micros,
             }),
         })
     }
@@ -604,13 +595,6 @@ impl SqlitePool {
         .await
     }
 
-    /// How long the writer thread has spent running and committing
-    /// transactions since the pool opened: how busy the database is, for
-    /// clean-ups that wait for a quieter moment ([`crate::Housekeeping`]).
-    pub fn writer_busy(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.inner.busy_micros.load(Ordering::Relaxed))
-    }
-
     /// Folds the write-ahead log into the database file and truncates it,
     /// e.g. on a graceful stop, so the data folder holds one compact file.
     /// Writes committed meanwhile stay in the log until the next checkpoint.
@@ -690,9 +674,7 @@ mod tests {
         static M: &[Migration] = &[("0001_create_t", "CREATE TABLE t (x INTEGER NOT NULL)")];
         pool.migrate("test", M).await.unwrap();
         pool.migrate("test", M).await.unwrap();
-        let busy = pool.writer_busy();
         pool.write(|tx| tx.execute("INSERT INTO t (x) VALUES (7)", []).map_err(StorageError::from)).await.unwrap();
-        assert!(pool.writer_busy() > busy, "the writer's busy time counts every transaction");
         let x: i64 = pool
             .read(|tx| tx.query_row("SELECT x FROM t", [], |r| r.get(0)).map_err(StorageError::from))
             .await
