@@ -608,12 +608,13 @@ pub(crate) fn process_build<T: RoomTables>(t: &T, signer: &Signer, build: &Build
             }
             return no_outputs(Verdict::Rejected { reason });
         }
+        let shared = Arc::new(pdu.clone());
         if let Some(key) = &pdu.state_key {
-            view.overlay.insert((pdu.event_type.to_string(), key.clone()), Arc::new(pdu.clone()));
+            view.overlay.insert((pdu.event_type.to_string(), key.clone()), shared.clone());
         }
         prev = vec![pdu.event_id.clone()];
         depth = pdu.depth;
-        built_by_id.insert(pdu.event_id.clone(), Arc::new(pdu.clone()));
+        built_by_id.insert(pdu.event_id.clone(), shared);
         built.push(pdu);
     }
     let room_id = room_id.expect("set for an existing room or by the create event");
