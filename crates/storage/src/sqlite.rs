@@ -268,14 +268,12 @@ fn run_writer(
             Durability::Deferred
         };
         if wanted != synchronous {
-            let level = if wanted == Durability::Full { "FULL" } else { "NORMAL" };
             // Cached: most sends switch twice, and parsing the pragma each
             // time cost the writer ~8 us per send.
             let sql =
                 if wanted == Durability::Full { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-            let set = conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-            if let Err(e) = set {
-                let message = format!("cannot set synchronous={level}: {e}");
+            if let Err(e) = conn.prepare_cached(sql).and_then(|mut s| s.execute([])) {
+                let message = format!("cannot run {sql}: {e}");
                 batch.into_iter().for_each(|job| job.finish(Some(&message)));
                 continue;
             }

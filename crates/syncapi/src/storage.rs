@@ -303,7 +303,7 @@ pub(crate) fn joined_users(t: &Transaction<'_>, room: RoomNid) -> Res<Vec<String
 
 /// The latest stream position.
 pub(crate) fn max_position(t: &Transaction<'_>) -> Res<Position> {
-    Ok(t.query_row("SELECT COALESCE(MAX(position), 0) FROM syncapi_events", [], |r| r.get(0))?)
+    Ok(t.prepare_cached("SELECT COALESCE(MAX(position), 0) FROM syncapi_events")?.query_row([], |r| r.get(0))?)
 }
 
 /// The user's current membership in a room.
