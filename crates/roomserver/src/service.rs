@@ -55,7 +55,7 @@ fn process_one(
     offset: u64,
     input: &InputRoomEvent,
 ) -> Result<(Verdict, Outputs), StorageError> {
-    if let Some(stored) = tx.input_verdict(&input.request_id)? {
+    if let Some(stored) = tx.input_verdict(offset, &input.request_id)? {
         let verdict = serde_json::from_str(&stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         return Ok((verdict, (Vec::new(), None)));
     }
@@ -338,6 +338,7 @@ impl Roomserver {
         }
         let Some((acked_through, legacy_offset)) = self.inner.acked().bound() else { return Ok(0) };
         let created_through = now_ms().saturating_sub(u64::try_from(min_age.as_millis()).unwrap_or(u64::MAX));
+        let started = std::time::Instant::now();
         let mut deleted = 0;
         loop {
             let count = self
@@ -354,7 +355,8 @@ impl Roomserver {
             }
         }
         if deleted > 0 {
-            tracing::debug!(deleted, acked_through, "pruned verdicts");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(deleted, acked_through, elapsed_ms, "pruned verdicts");
         }
         Ok(deleted)
     }

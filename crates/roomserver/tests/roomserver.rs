@@ -649,7 +649,7 @@ async fn until_acknowledged(rs: &Roomserver, offset: u64) {
 async fn verdicts(pool: &SqlitePool) -> Vec<String> {
     pool.read(|tx| {
         let mut ids: Vec<String> = tx
-            .prepare("SELECT request_id FROM roomserver_inputs ORDER BY request_id")?
+            .prepare("SELECT request_id FROM roomserver_verdicts UNION ALL SELECT request_id FROM roomserver_inputs")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         ids.sort();
@@ -697,11 +697,17 @@ async fn verdicts_are_pruned_once_acknowledged_and_old_enough_and_kept_otherwise
     // The first run's verdicts as if stored before migration 0005 (no
     // offset), and a verdict on an input not acknowledged (as after a crash
     // between the verdict's commit and the acknowledgement), long ago.
-    execute(&pool, "UPDATE roomserver_inputs SET input_offset = NULL").await;
     execute(
         &pool,
-        r#"INSERT INTO roomserver_inputs (request_id, verdict, created_ts, input_offset)
-           VALUES ('unacknowledged', '{"rejected":{"reason":"no"}}', 0, 1000)"#,
+        "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts)
+             SELECT request_id, verdict, room_nid, event_nids, created_ts FROM roomserver_verdicts;
+         DELETE FROM roomserver_verdicts",
+    )
+    .await;
+    execute(
+        &pool,
+        r#"INSERT INTO roomserver_verdicts (input_offset, request_id, verdict, created_ts)
+           VALUES (1000, 'unacknowledged', '{"rejected":{"reason":"no"}}', 0)"#,
     )
     .await;
 
@@ -715,7 +721,7 @@ async fn verdicts_are_pruned_once_acknowledged_and_old_enough_and_kept_otherwise
     // Old enough: the first run's verdicts (published before this run
     // started, so at or below its acknowledged position) go; this run's
     // recent one and the unacknowledged one stay.
-    execute(&pool, "UPDATE roomserver_inputs SET created_ts = 0 WHERE input_offset IS NULL").await;
+    execute(&pool, "UPDATE roomserver_inputs SET created_ts = 0").await;
     assert_eq!(rs.prune_verdicts(Duration::from_secs(60)).await.unwrap(), 2);
     let left = verdicts(&pool).await;
     assert_eq!(left.len(), 2);
@@ -723,12 +729,13 @@ async fn verdicts_are_pruned_once_acknowledged_and_old_enough_and_kept_otherwise
     assert_eq!(rs.prune_verdicts(Duration::ZERO).await.unwrap(), 1);
     assert_eq!(verdicts(&pool).await, ["unacknowledged"]);
 
-    // Many at once: deleted in bounded writes, all of them.
+    // Many at once (from before 0005, so all acknowledged): deleted in
+    // bounded writes, all of them.
     execute(
         &pool,
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
-         INSERT INTO roomserver_inputs (request_id, verdict, created_ts, input_offset)
-         SELECT 'many-' || i, '{}', 0, 3 FROM n",
+         INSERT INTO roomserver_inputs (request_id, verdict, created_ts)
+         SELECT 'many-' || i, '{}', 0 FROM n",
     )
     .await;
     assert_eq!(rs.prune_verdicts(Duration::ZERO).await.unwrap(), 2500);
@@ -752,4 +759,35 @@ async fn verdicts_are_kept_when_the_input_log_lives_in_another_database() {
     // Its acknowledgements are not ordered with this database's commits.
     assert_eq!(h.rs.prune_verdicts(std::time::Duration::ZERO).await.unwrap(), 0);
     assert_eq!(verdicts(&pool).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_input_delivered_again_after_a_lost_acknowledgement_is_answered_by_its_verdict_not_applied_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SqlitePool::open(&dir.path().join("rs.db")).unwrap();
+    let log = SqliteLog::open(pool.clone()).await.unwrap();
+    let key_der = Ed25519KeyPair::generate();
+    let idle = std::time::Duration::from_secs(60);
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log.clone()), signer(&key_der), idle).await.unwrap();
+    let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
+    let room = room(&h).await;
+    send_message(&h.rs, &room, "once").await;
+    until_acknowledged(&h.rs, 2).await;
+    let events = || async {
+        pool.read(|tx| {
+            tx.query_row("SELECT COUNT(*) FROM roomserver_events", [], |r| r.get::<_, i64>(0))
+                .map_err(neurite_storage::StorageError::from)
+        })
+        .await
+        .unwrap()
+    };
+    let (stored, latest) = (events().await, h.rs.latest_events(&room).await.unwrap());
+
+    // As after a crash between the message's commit and its stored
+    // acknowledgement: the input log delivers its record again to the next run.
+    execute(&pool, "UPDATE log_subscriptions SET acked_offset = 1 WHERE name = 'roomserver'").await;
+    let rs = Roomserver::start_with(pool.clone(), Arc::new(log), signer(&key_der), idle).await.unwrap();
+    until_acknowledged(&rs, 2).await;
+    assert_eq!(events().await, stored, "the message was built and stored again");
+    assert_eq!(rs.latest_events(&room).await.unwrap(), latest);
 }

@@ -378,6 +378,7 @@ impl SqliteLog {
     /// [`LogError::Invalid`] for a bad topic, [`LogError::Storage`].
     pub async fn prune(&self, topic: &str) -> Result<u64, LogError> {
         check_topic(topic)?;
+        let started = std::time::Instant::now();
         let mut deleted = 0;
         let kept = self.shared.topic(topic);
         // Bounded: each pass deletes the oldest record and up to
@@ -416,7 +417,8 @@ impl SqliteLog {
                 break;
             }
         }
-        tracing::debug!(topic, deleted, "pruned log records");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(topic, deleted, elapsed_ms, "pruned log records");
         Ok(deleted)
     }
 }

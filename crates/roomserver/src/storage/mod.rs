@@ -73,8 +73,11 @@ pub(crate) trait RoomTables {
     /// The NID of the event a client transaction made, if it was answered.
     fn txn_event(&self, txn: &TxnKey) -> Res<Option<i64>>;
     fn insert_txn(&self, txn: &TxnKey, event_nid: i64) -> Res<()>;
-    fn input_verdict(&self, request_id: &str) -> Res<Option<String>>;
-    /// Stores the verdict on the input at `offset` of `input.room_event`.
+    /// The stored verdict on `request_id`, the input at `offset` of
+    /// `input.room_event` (delivered again after a crash), if any.
+    fn input_verdict(&self, offset: u64, request_id: &str) -> Res<Option<String>>;
+    /// Stores the verdict on the input at `offset` of `input.room_event`,
+    /// replacing a verdict another input left at that offset.
     fn insert_input_verdict(&self, request_id: &str, verdict: &str, offset: u64, now: u64) -> Res<()>;
     /// Deletes up to `max` verdicts stored at or before `created_through` (ms)
     /// whose input's offset is at most `acked_through`; a verdict stored

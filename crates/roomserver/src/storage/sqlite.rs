@@ -19,6 +19,7 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0004_hashed_transaction_keys", include_str!("../../migrations/sqlite/0004_hashed_transaction_keys.sql")),
     ("0005_input_offsets", include_str!("../../migrations/sqlite/0005_input_offsets.sql")),
     ("0006_room_led_event_ids", include_str!("../../migrations/sqlite/0006_room_led_event_ids.sql")),
+    ("0007_verdicts_by_offset", include_str!("../../migrations/sqlite/0007_verdicts_by_offset.sql")),
 ];
 
 /// Bytes of a client transaction's key: 128 bits, so two different
@@ -348,11 +349,24 @@ impl RoomTables for Transaction<'_> {
         Ok(())
     }
 
-    fn input_verdict(&self, request_id: &str) -> Res<Option<String>> {
-        let row: Option<(Option<String>, Option<i64>, Option<String>)> = self
-            .prepare_cached("SELECT verdict, room_nid, event_nids FROM roomserver_inputs WHERE request_id = ?1")?
-            .query_row([request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    fn input_verdict(&self, offset: u64, request_id: &str) -> Res<Option<String>> {
+        let offset = i64::try_from(offset).map_err(corrupt)?;
+        let row = self
+            .prepare_cached(
+                "SELECT request_id, verdict, room_nid, event_nids FROM roomserver_verdicts WHERE input_offset = ?1",
+            )?
+            .query_row([offset], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
             .optional()?;
+        let row: Option<(Option<String>, Option<i64>, Option<String>)> = match row {
+            Some((stored_for, row)) if stored_for == request_id => Some(row),
+            // Another record's verdict at this offset: not this one's.
+            Some(_) => None,
+            // Stored before 0005 (without an offset), if at all.
+            None => self
+                .prepare_cached("SELECT verdict, room_nid, event_nids FROM roomserver_inputs WHERE request_id = ?1")?
+                .query_row([request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?,
+        };
         match row {
             None => Ok(None),
             Some((Some(verdict), _, _)) => Ok(Some(verdict)),
@@ -362,16 +376,18 @@ impl RoomTables for Transaction<'_> {
     }
 
     fn insert_input_verdict(&self, request_id: &str, verdict: &str, offset: u64, now: u64) -> Res<()> {
+        // REPLACE: a row at this offset is another record's (see input_verdict).
         let mut stmt = self.prepare_cached(
-            "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts, input_offset)
+            "INSERT OR REPLACE INTO roomserver_verdicts
+                 (input_offset, request_id, verdict, room_nid, event_nids, created_ts)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let offset = i64::try_from(offset).map_err(corrupt)?;
         match accepted_nids(self, verdict)? {
             Some((room_nid, event_nids)) => {
-                stmt.execute(params![request_id, None::<&str>, room_nid, event_nids, now as i64, offset])
+                stmt.execute(params![offset, request_id, None::<&str>, room_nid, event_nids, now as i64])
             }
-            None => stmt.execute(params![request_id, verdict, None::<i64>, None::<&str>, now as i64, offset]),
+            None => stmt.execute(params![offset, request_id, verdict, None::<i64>, None::<&str>, now as i64]),
         }?;
         Ok(())
     }
@@ -383,22 +399,28 @@ impl RoomTables for Transaction<'_> {
         legacy_offset: u64,
         max: usize,
     ) -> Res<usize> {
-        // No index (it would cost bytes on every row): once pruning runs the
-        // table holds only a few minutes of verdicts, cheap to scan.
+        let created_through = i64::try_from(created_through).map_err(corrupt)?;
+        let acked_through = i64::try_from(acked_through).map_err(corrupt)?;
+        // The oldest first: a run of rows at the start of the table.
         let deleted = self
             .prepare_cached(
-                "DELETE FROM roomserver_inputs WHERE request_id IN (
-                     SELECT request_id FROM roomserver_inputs
-                     WHERE created_ts <= ?1 AND COALESCE(input_offset, ?3) <= ?2
-                     LIMIT ?4)",
+                "DELETE FROM roomserver_verdicts WHERE input_offset IN (
+                     SELECT input_offset FROM roomserver_verdicts
+                     WHERE input_offset <= ?2 AND created_ts <= ?1
+                     ORDER BY input_offset LIMIT ?3)",
             )?
-            .execute(params![
-                i64::try_from(created_through).map_err(corrupt)?,
-                i64::try_from(acked_through).map_err(corrupt)?,
-                i64::try_from(legacy_offset).map_err(corrupt)?,
-                i64::try_from(max).map_err(corrupt)?
-            ])?;
-        Ok(deleted)
+            .execute(params![created_through, acked_through, i64::try_from(max).map_err(corrupt)?])?;
+        if deleted == max || i64::try_from(legacy_offset).map_err(corrupt)? > acked_through {
+            return Ok(deleted);
+        }
+        // Stored before 0005: no index on their age (the table only shrinks).
+        let legacy = self
+            .prepare_cached(
+                "DELETE FROM roomserver_inputs WHERE request_id IN (
+                     SELECT request_id FROM roomserver_inputs WHERE created_ts <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![created_through, i64::try_from(max - deleted).map_err(corrupt)?])?;
+        Ok(deleted + legacy)
     }
 
     fn insert_outbox(&self, room_id: &str, payload: &[u8]) -> Res<i64> {
@@ -449,8 +471,10 @@ mod tests {
 
     /// Whether `request_id`'s verdict is stored as NIDs rather than JSON.
     fn stored_as_nids(tx: &Transaction<'_>, request_id: &str) -> bool {
-        tx.query_row("SELECT verdict IS NULL FROM roomserver_inputs WHERE request_id = ?1", [request_id], |r| r.get(0))
-            .unwrap()
+        tx.query_row("SELECT verdict IS NULL FROM roomserver_verdicts WHERE request_id = ?1", [request_id], |r| {
+            r.get(0)
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -486,39 +510,130 @@ mod tests {
         assert_eq!(new.event_id, "$new");
     }
 
+    /// Stores a verdict the way rows from before 0005 are: by request ID, without an offset.
+    fn legacy_verdict(tx: &Transaction<'_>, request_id: &str, verdict: &str, created: i64) -> Res<()> {
+        tx.execute(
+            "INSERT INTO roomserver_inputs (request_id, verdict, created_ts) VALUES (?1, ?2, ?3)",
+            params![request_id, verdict, created],
+        )?;
+        Ok(())
+    }
+
+    /// The request IDs of every stored verdict, sorted.
+    fn stored_verdicts(tx: &Transaction<'_>) -> Res<Vec<String>> {
+        let mut ids: Vec<String> = tx
+            .prepare("SELECT request_id FROM roomserver_verdicts UNION ALL SELECT request_id FROM roomserver_inputs")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
     #[tokio::test]
-    async fn deleting_verdicts_takes_only_old_enough_acknowledged_ones_in_bounded_batches() {
+    async fn deleting_verdicts_takes_only_old_enough_acknowledged_ones_oldest_first_in_bounded_batches() {
         let dir = tempfile::tempdir().unwrap();
         let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
         pool.migrate("roomserver", MIGRATIONS).await.unwrap();
         let rejected = serde_json::to_string(&Verdict::Rejected { reason: "no".into() }).unwrap();
-        let left = pool
+        let (after_one, left) = pool
             .write(move |tx| {
                 // (request ID, offset, created at): acknowledged through 10,
                 // verdicts from before 0005 counted at offset 5, old through 99.
                 for (request_id, offset, created) in
-                    [("old-acked", 10, 99), ("old-unacked", 11, 1), ("new-acked", 3, 100), ("old-legacy", 0, 1)]
+                    [("old-acked-2", 10, 99), ("old-acked-1", 4, 50), ("old-unacked", 11, 1), ("new-acked", 3, 100)]
                 {
                     tx.insert_input_verdict(request_id, &rejected, offset, created)?;
                 }
-                tx.execute("UPDATE roomserver_inputs SET input_offset = NULL WHERE request_id = 'old-legacy'", [])?;
+                legacy_verdict(tx, "old-legacy", &rejected, 1)?;
                 assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 1, "one per call at most");
+                let after_one = stored_verdicts(tx)?;
+                assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 1);
                 assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 1);
                 assert_eq!(tx.delete_input_verdicts(99, 10, 5, 1)?, 0);
                 // A verdict from before 0005 waits until its stand-in offset is acknowledged.
-                tx.insert_input_verdict("old-legacy-2", &rejected, 0, 1)?;
-                tx.execute("UPDATE roomserver_inputs SET input_offset = NULL WHERE request_id = 'old-legacy-2'", [])?;
+                legacy_verdict(tx, "old-legacy-2", &rejected, 1)?;
                 assert_eq!(tx.delete_input_verdicts(99, 10, 11, 1000)?, 0);
-                let mut left: Vec<String> = tx
-                    .prepare("SELECT request_id FROM roomserver_inputs")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                left.sort();
-                Ok::<_, StorageError>(left)
+                Ok::<_, StorageError>((after_one, stored_verdicts(tx)?))
             })
             .await
             .unwrap();
+        assert_eq!(
+            after_one,
+            ["new-acked", "old-acked-2", "old-legacy", "old-unacked"],
+            "the lowest offset went first"
+        );
         assert_eq!(left, ["new-acked", "old-legacy-2", "old-unacked"]);
+    }
+
+    #[tokio::test]
+    async fn a_verdict_is_found_by_its_inputs_offset_and_request_id_and_another_inputs_gives_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let rejected = serde_json::to_string(&Verdict::Rejected { reason: "no".into() }).unwrap();
+        let invalid =
+            serde_json::to_string(&Verdict::Invalid { reason: "gone".into(), code: InvalidCode::NotFound }).unwrap();
+        let written = (rejected.clone(), invalid.clone());
+        let (found, other_id, other_offset, replaced, gone, legacy) = pool
+            .write(move |tx| {
+                let (rejected, invalid) = written;
+                tx.insert_input_verdict("first", &rejected, 7, 1)?;
+                let found = tx.input_verdict(7, "first")?;
+                let (other_id, other_offset) = (tx.input_verdict(7, "other")?, tx.input_verdict(8, "first")?);
+                // The log was replaced: offset 7 is another record now.
+                tx.insert_input_verdict("other", &invalid, 7, 2)?;
+                let (replaced, gone) = (tx.input_verdict(7, "other")?, tx.input_verdict(7, "first")?);
+                legacy_verdict(tx, "legacy", &rejected, 1)?;
+                Ok::<_, StorageError>((found, other_id, other_offset, replaced, gone, tx.input_verdict(99, "legacy")?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(&rejected));
+        assert_eq!((other_id, other_offset), (None, None), "another request ID or offset is not this verdict");
+        assert_eq!(replaced, Some(invalid));
+        assert_eq!(gone, None);
+        assert_eq!(legacy, Some(rejected), "a verdict from before 0005 is found by its request ID");
+    }
+
+    #[tokio::test]
+    async fn upgrading_to_0007_moves_verdicts_with_an_offset_and_keeps_older_ones_by_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        pool.migrate("roomserver", &MIGRATIONS[..6]).await.unwrap();
+        let rejected = serde_json::to_string(&Verdict::Rejected { reason: "no".into() }).unwrap();
+        let accepted_json = accepted(ROOM, &["$create"]);
+        let written = rejected.clone();
+        pool.write(move |tx| {
+            let room = tx.insert_room(ROOM, "11")?;
+            let create = tx.insert_event(&event(room, "$create"))?;
+            // The 0005 shape: an accepted verdict as NIDs, a rejected one as
+            // JSON, and one stored before 0005 (no offset).
+            tx.execute(
+                "INSERT INTO roomserver_inputs (request_id, verdict, room_nid, event_nids, created_ts, input_offset)
+                 VALUES ('accepted', NULL, ?1, ?2, 1, 5), ('rejected', ?3, NULL, NULL, 2, 6),
+                        ('legacy', ?3, NULL, NULL, 3, NULL)",
+                params![room, format!("[{create}]"), written],
+            )?;
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .unwrap();
+
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let (by_offset, legacy, moved, kept) = pool
+            .write(|tx| {
+                let by_offset = (tx.input_verdict(5, "accepted")?, tx.input_verdict(6, "rejected")?);
+                let count = |table: &str| -> Result<i64, StorageError> {
+                    Ok(tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+                };
+                let (moved, kept) = (count("roomserver_verdicts")?, count("roomserver_inputs")?);
+                Ok::<_, StorageError>((by_offset, tx.input_verdict(1, "legacy")?, moved, kept))
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_offset, (Some(accepted_json), Some(rejected.clone())));
+        assert_eq!(legacy, Some(rejected));
+        assert_eq!((moved, kept), (2, 1), "only the verdict without an offset stays in roomserver_inputs");
     }
 
     #[tokio::test]
@@ -559,8 +674,8 @@ mod tests {
             .write(|tx| {
                 Ok::<_, StorageError>((
                     tx.txn_event(&txn("old"))?,
-                    tx.input_verdict("old-accepted")?,
-                    tx.input_verdict("old-rejected")?,
+                    tx.input_verdict(1, "old-accepted")?,
+                    tx.input_verdict(2, "old-rejected")?,
                 ))
             })
             .await
@@ -584,9 +699,9 @@ mod tests {
         let (read, new_txn, missing_txn) = pool
             .write(move |tx| {
                 let mut read = Vec::new();
-                for (request_id, verdict, _) in &written {
-                    tx.insert_input_verdict(request_id, verdict, 1, 3)?;
-                    read.push((tx.input_verdict(request_id)?, stored_as_nids(tx, request_id)));
+                for (offset, (request_id, verdict, _)) in (1..).zip(&written) {
+                    tx.insert_input_verdict(request_id, verdict, offset, 3)?;
+                    read.push((tx.input_verdict(offset, request_id)?, stored_as_nids(tx, request_id)));
                 }
                 tx.insert_txn(&txn("new"), later_nid)?;
                 let missing = tx.insert_txn(&txn("missing"), later_nid + 1_000).is_err();
