@@ -605,7 +605,18 @@ async fn a_graceful_stop_leaves_one_compact_database_file() {
     // verdict is left for inputs the log can never redeliver, and the file
     // has given its free pages back.
     let db = rusqlite::Connection::open(dir.path().join("data").join("neurite.db")).unwrap();
-    let records: i64 = db.query_row("SELECT COUNT(*) FROM log_records", [], |r| r.get(0)).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'log_records_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables.len(), 2, "one records table per log topic: {tables:?}");
+    let records: i64 = tables
+        .iter()
+        .map(|t| db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap())
+        .sum();
     let free: i64 = db.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     let events: i64 = db.query_row("SELECT COUNT(*) FROM roomserver_events", [], |r| r.get(0)).unwrap();
     let verdicts: i64 = db

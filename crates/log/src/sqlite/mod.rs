@@ -32,7 +32,10 @@ use crate::limits::{BACKLOG_RECORDS_MAX, PRUNE_BATCH_RECORDS_MAX, RECENT_BYTES_M
 pub use append::{Appended, SqliteAppender};
 use subscription::SubscriptionShared;
 
-static MIGRATIONS: &[Migration] = &[("0001_create_log", include_str!("../../migrations/sqlite/0001_create_log.sql"))];
+static MIGRATIONS: &[Migration] = &[
+    ("0001_create_log", include_str!("../../migrations/sqlite/0001_create_log.sql")),
+    ("0002_records_table_per_topic", include_str!("../../migrations/sqlite/0002_records_table_per_topic.sql")),
+];
 
 /// The in-process, durable log on an SQLite pool: cheap to clone.
 ///
@@ -253,17 +256,18 @@ impl SqliteLog {
     /// A migration or the loading query fails.
     pub async fn with_backlog_max(pool: SqlitePool, backlog_records_max: u64) -> Result<Self, LogError> {
         pool.migrate("log", MIGRATIONS).await?;
+        pool.write(append::move_records_of_0001).await?;
         let (topics, subscriptions) = pool
             .read(|tx| {
-                let topics = tx
-                    .prepare(
-                        "SELECT topic, MAX(last) FROM (
-                             SELECT topic, last_offset AS last FROM log_topics
-                             UNION ALL SELECT topic, MAX(offset) FROM log_records GROUP BY topic
-                         ) GROUP BY topic",
-                    )?
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                let numbered = tx
+                    .prepare("SELECT topic, topic_nid, last_offset FROM log_topics")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?
                     .collect::<Result<Vec<_>, _>>()?;
+                let mut topics = Vec::with_capacity(numbered.len());
+                for (topic, nid, kept) in numbered {
+                    let highest = append::edge_offset(tx, nid, true)?.unwrap_or(0);
+                    topics.push((topic, to_offset(kept)?.max(highest)));
+                }
                 let subscriptions = tx
                     .prepare("SELECT topic, name, acked_offset FROM log_subscriptions")?
                     .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
@@ -273,7 +277,7 @@ impl SqliteLog {
             .await?;
         let mut map: HashMap<String, Arc<Topic>> = HashMap::new();
         for (name, last_offset) in topics {
-            map.insert(name.clone(), Arc::new(Topic::new(name, to_offset(last_offset)?)));
+            map.insert(name.clone(), Arc::new(Topic::new(name, last_offset)));
         }
         for (topic, name, acked) in subscriptions {
             let topic = map.entry(topic.clone()).or_insert_with(|| Arc::new(Topic::new(topic, 0)));
@@ -398,20 +402,22 @@ impl SqliteLog {
                         [&topic],
                         |r| r.get(0),
                     )?;
-                    let first: Option<i64> =
-                        tx.query_row("SELECT MIN(offset) FROM log_records WHERE topic = ?1", [&topic], |r| r.get(0))?;
+                    let Some(nid) = append::topic_nid(tx, &topic)? else { return Ok((0, 0, true)) };
+                    let first = append::edge_offset(tx, nid, false)?;
                     let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
+                    let acked = to_offset(acked)?;
                     if first > acked {
                         return Ok((0, 0, true));
                     }
-                    let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX as i64 - 1));
+                    let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX - 1));
                     append::remember_last_offset(tx, &topic)?;
-                    let count =
-                        tx.execute("DELETE FROM log_records WHERE topic = ?1 AND offset <= ?2", (&topic, upto))?;
+                    let count = tx
+                        .prepare_cached(&format!("DELETE FROM {} WHERE offset <= ?1", append::records_table(nid)))?
+                        .execute([upto as i64])?;
                     Ok::<_, StorageError>((count as u64, upto, upto == acked))
                 })
                 .await?;
-            kept.forget_through(to_offset(upto)?);
+            kept.forget_through(upto);
             deleted += count;
             if done {
                 break;
@@ -529,4 +535,78 @@ impl Log for SqliteLog {
         tracing::debug!(topic = %topic.name, subscription = name, "log subscription removed");
         Ok(())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upgrading_to_0002_keeps_records_offsets_positions_and_dedup_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("neurite.db")).unwrap();
+        pool.migrate("log", &MIGRATIONS[..1]).await.unwrap();
+        // The 0001 shape: the input topic pruned through 2 (its last offset
+        // kept), the output topic whole, one topic pruned empty.
+        pool.write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO log_topics (topic, last_offset) VALUES ('input.room_event', 2), ('empty', 7);
+                 INSERT INTO log_records (topic, offset, key, payload, dedup_id, created_ts) VALUES
+                     ('input.room_event', 3, '!a:x', x'33', NULL, 1),
+                     ('input.room_event', 4, '!a:x', x'34', '$dup', 1),
+                     ('output.room_event', 1, '!a:x', x'6f31', NULL, 1),
+                     ('output.room_event', 2, '!b:x', x'6f32', '$dup', 1);
+                 INSERT INTO log_subscriptions (topic, name, acked_offset) VALUES
+                     ('input.room_event', 'reader', 2), ('output.room_event', 'reader', 0);",
+            )
+            .map_err(StorageError::from)
+        })
+        .await
+        .unwrap();
+
+        let log = SqliteLog::open(pool.clone()).await.unwrap();
+        let latest = [INPUT, OUTPUT, "empty"].map(|t| *log.shared.topic(t).latest.borrow());
+        assert_eq!(latest, [4, 2, 7]);
+        let mut input = log.subscribe(INPUT, "reader").await.unwrap();
+        let read = input.next(10).await.unwrap();
+        assert_eq!(
+            read.iter().map(|r| (r.offset, r.payload.clone())).collect::<Vec<_>>(),
+            [(3, b"3".to_vec()), (4, b"4".to_vec())]
+        );
+        let mut output = log.subscribe(OUTPUT, "reader").await.unwrap();
+        let read = output.next(10).await.unwrap();
+        assert_eq!(read.iter().map(|r| (r.offset, r.key.as_str())).collect::<Vec<_>>(), [(1, "!a:x"), (2, "!b:x")]);
+
+        // A de-duplication ID holds within its topic only; offsets continue.
+        assert_eq!(log.publish(INPUT, "!a:x", b"again".to_vec(), Some("$dup")).await.unwrap(), 4);
+        assert_eq!(log.publish(INPUT, "!a:x", b"5".to_vec(), Some("$new")).await.unwrap(), 5);
+        assert_eq!(log.publish("empty", "!a:x", b"8".to_vec(), Some("$dup")).await.unwrap(), 8);
+        assert_eq!(log.publish("new.topic", "!a:x", b"1".to_vec(), None).await.unwrap(), 1);
+        let (numbers, tables) = pool
+            .read(|tx| {
+                let numbers = tx
+                    .prepare("SELECT topic, topic_nid FROM log_topics ORDER BY topic_nid")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tables = tx
+                    .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'log_records%' ORDER BY name")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StorageError>((numbers, tables))
+            })
+            .await
+            .unwrap();
+        let numbers: Vec<(&str, i64)> = numbers.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        assert_eq!(numbers, [("empty", 1), (INPUT, 2), (OUTPUT, 3), ("new.topic", 4)]);
+        assert_eq!(tables, ["log_records_1", "log_records_2", "log_records_3", "log_records_4"], "one table per topic");
+
+        // Opening again finds everything where it is.
+        drop((input, output, log));
+        let log = SqliteLog::open(pool).await.unwrap();
+        let latest = [INPUT, OUTPUT, "empty", "new.topic"].map(|t| *log.shared.topic(t).latest.borrow());
+        assert_eq!(latest, [5, 2, 8, 1]);
+    }
+
+    const INPUT: &str = crate::INPUT_ROOM_EVENT;
+    const OUTPUT: &str = crate::OUTPUT_ROOM_EVENT;
 }

@@ -20,7 +20,7 @@ use neurite_storage::StorageError;
 use neurite_storage::sqlite::SqlitePool;
 use tokio::sync::{Notify, watch};
 
-use super::{Topic, lock, to_offset};
+use super::{Topic, append, lock, to_offset};
 use crate::api::{Acker, Acknowledge, LogError, Record, Subscription};
 use crate::limits::{SUBSCRIPTION_BATCH_BYTES_MAX, SUBSCRIPTION_BATCH_RECORDS_MAX};
 
@@ -216,11 +216,12 @@ impl SqliteSubscription {
             .shared
             .pool
             .read(move |tx| {
-                let mut statement = tx.prepare_cached(
-                    "SELECT offset, key, payload FROM log_records
-                     WHERE topic = ?1 AND offset > ?2 AND offset <= ?3 ORDER BY offset LIMIT ?4",
-                )?;
-                let mut rows = statement.query((&topic, after as i64, through as i64, max as i64))?;
+                let Some(nid) = append::topic_nid(tx, &topic)? else { return Ok(Vec::new()) };
+                let mut statement = tx.prepare_cached(&format!(
+                    "SELECT offset, key, payload FROM {} WHERE offset > ?1 AND offset <= ?2 ORDER BY offset LIMIT ?3",
+                    append::records_table(nid)
+                ))?;
+                let mut rows = statement.query((after as i64, through as i64, max as i64))?;
                 let mut records = Vec::new();
                 let mut bytes = 0;
                 while let Some(row) = rows.next()? {
