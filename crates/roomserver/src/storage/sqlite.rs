@@ -20,6 +20,10 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     ("0005_input_offsets", include_str!("../../migrations/sqlite/0005_input_offsets.sql")),
     ("0006_room_led_event_ids", include_str!("../../migrations/sqlite/0006_room_led_event_ids.sql")),
     ("0007_verdicts_by_offset", include_str!("../../migrations/sqlite/0007_verdicts_by_offset.sql")),
+    (
+        "0008_drop_unused_room_event_index",
+        include_str!("../../migrations/sqlite/0008_drop_unused_room_event_index.sql"),
+    ),
 ];
 
 /// Bytes of a client transaction's key: 128 bits, so two different
@@ -787,6 +791,30 @@ mod tests {
         assert!(!elsewhere && duplicate && second_room);
         // The lookup is one probe of the room-led index.
         assert!(plan.contains("INDEX sqlite_autoindex_roomserver_events_1 (room_nid=? AND event_id=?)"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn after_0008_events_have_one_index_which_also_finds_a_rooms_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db")).unwrap();
+        pool.migrate("roomserver", MIGRATIONS).await.unwrap();
+        let (indexes, plan) = pool
+            .read(|tx| {
+                let indexes = tx
+                    .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'roomserver_events'")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let plan: String = tx.query_row(
+                    "EXPLAIN QUERY PLAN SELECT event_nid FROM roomserver_events WHERE room_nid = 1",
+                    [],
+                    |r| r.get(3),
+                )?;
+                Ok::<_, StorageError>((indexes, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(indexes, ["sqlite_autoindex_roomserver_events_1"]);
+        assert!(plan.contains("INDEX sqlite_autoindex_roomserver_events_1 (room_nid=?)"), "{plan}");
     }
 
     #[tokio::test]
