@@ -62,4 +62,16 @@ pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
 /// load.py's throughput runs had deferred then ran during its wake-up
 /// scenario (wake-up p50/p90/p99 4.5/8.5/18.3 ms against 3.4/3.9/5.4 in
 /// the run before, a target missed).
-pub const PRUNE_BATCH_RECORDS_MAX: u64 = 200;
+///
+/// Since each topic has its own records table (migration 0002) and
+/// verdicts are keyed by offset, a write's fixed cost is small: 50 records
+/// here, with 250 verdicts and 16 free pages per write (instead of 200,
+/// 1,000 and 64), so a write that meets a send holds it less long. The
+/// maintenance pass then took ~1.5-2x the writer time in all (26,461
+/// records in 229 ms against 23,722 in 121 ms after load.py's first
+/// throughput run), and the sync wake-up right after load.py's send
+/// scenario, where the pass clears that scenario's backlog, improved
+/// (`--scenario send,wake`, 2 runs each: p99 3.83 / 3.74 ms against 4.67 /
+/// 5.0 with one long-poll, 3.76 / 3.67 against 3.97 / 4.08 with 50 idle
+/// ones; without the send scenario first it was 3.25-3.74).
+pub const PRUNE_BATCH_RECORDS_MAX: u64 = 50;

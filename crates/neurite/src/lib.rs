@@ -84,8 +84,9 @@ pub const DEFERRED_WRITES_SETTLE: std::time::Duration = neurite_storage::coalesc
 
 /// Most free database pages (4 KiB each) one write of a maintenance pass
 /// gives back, so it never holds the writer long; a pass takes as many
-/// writes as it needs, letting other writes in between.
-pub const FREE_PAGES_RELEASED_PER_WRITE_MAX: u32 = 64;
+/// writes as it needs, letting other writes in between (see
+/// `neurite_log::limits::PRUNE_BATCH_RECORDS_MAX` for the sizes).
+pub const FREE_PAGES_RELEASED_PER_WRITE_MAX: u32 = 16;
 
 /// Opens (creating on first start) the data folder, the signing key and the
 /// database, and builds every component.

@@ -49,8 +49,10 @@ pub const VERDICT_KEEP_SECS: u64 = VERDICT_WAIT_MS_MAX / 1_000;
 pub const VERDICT_PRUNE_INTERVAL_SECS: u64 = 10;
 
 /// Most verdicts one write of a pruning pass deletes, so it never holds the
-/// writer long; a pass takes as many writes as it needs.
-pub const VERDICT_PRUNE_BATCH_MAX: usize = 1_000;
+/// writer long; a pass takes as many writes as it needs. Keyed by offset, a
+/// verdict costs ~0.6 us to delete; see `neurite_log::limits::PRUNE_BATCH_RECORDS_MAX`
+/// for why writes are this small.
+pub const VERDICT_PRUNE_BATCH_MAX: usize = 250;
 
 /// Most acknowledged input offsets the room server remembers above one it
 /// has not seen acknowledged; past it, it stops pruning verdicts until it
