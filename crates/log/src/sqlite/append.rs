@@ -125,12 +125,10 @@ pub(crate) fn last_offset(tx: &Transaction<'_>, topic: &str) -> Result<Option<(i
     Ok(Some((nid, to_offset(kept)?.max(highest))))
 }
 
-/// Keeps `topic`'s last offset in `log_topics`; runs before records are
-/// deleted, in the same transaction (see [`last_offset`]).
-pub(crate) fn remember_last_offset(tx: &Transaction<'_>, topic: &str) -> Result<(), StorageError> {
-    if let Some((_, last)) = last_offset(tx, topic)? {
-        tx.prepare_cached("UPDATE log_topics SET last_offset = ?2 WHERE topic = ?1")?.execute((topic, last as i64))?;
-    }
+/// Keeps `last`, `topic`'s last offset (from [`last_offset`]), in
+/// `log_topics`; runs before records are deleted, in the same transaction.
+pub(crate) fn remember_last_offset(tx: &Transaction<'_>, topic: &str, last: u64) -> Result<(), StorageError> {
+    tx.prepare_cached("UPDATE log_topics SET last_offset = ?2 WHERE topic = ?1")?.execute((topic, last as i64))?;
     Ok(())
 }
 

@@ -402,7 +402,7 @@ impl SqliteLog {
                         [&topic],
                         |r| r.get(0),
                     )?;
-                    let Some(nid) = append::topic_nid(tx, &topic)? else { return Ok((0, 0, true)) };
+                    let Some((nid, last)) = append::last_offset(tx, &topic)? else { return Ok((0, 0, true)) };
                     let first = append::edge_offset(tx, nid, false)?;
                     let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
                     let acked = to_offset(acked)?;
@@ -410,7 +410,7 @@ impl SqliteLog {
                         return Ok((0, 0, true));
                     }
                     let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX - 1));
-                    append::remember_last_offset(tx, &topic)?;
+                    append::remember_last_offset(tx, &topic, last)?;
                     let count = tx
                         .prepare_cached(&format!("DELETE FROM {} WHERE offset <= ?1", append::records_table(nid)))?
                         .execute([upto as i64])?;
