@@ -338,8 +338,22 @@ async fn records_and_positions_survive_closing_and_reopening_the_database() {
     assert_eq!(publish(&log, "!a:x", "5").await, 5);
 }
 
+/// The offsets `TOPIC` still holds, as a new subscription sees them (it
+/// starts at the oldest record held); the probe subscription is removed
+/// again, so it holds nothing back.
+async fn held(log: &SqliteLog) -> Vec<u64> {
+    let mut probe = log.subscribe(TOPIC, "probe").await.unwrap();
+    let held = match timeout(PENDING, probe.next(100)).await {
+        Ok(records) => offsets(&records.unwrap()),
+        Err(_) => Vec::new(),
+    };
+    drop(probe);
+    log.unsubscribe(TOPIC, "probe").await.unwrap();
+    held
+}
+
 #[tokio::test]
-async fn prune_deletes_only_what_every_subscription_acknowledged() {
+async fn acknowledging_prunes_only_what_every_subscription_acknowledged() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir).await;
     publish_numbered(&log, 3).await;
@@ -349,13 +363,16 @@ async fn prune_deletes_only_what_every_subscription_acknowledged() {
     for offset in offsets(&next(&mut fast, 10).await) {
         fast.ack(offset).await.unwrap();
     }
+    assert_eq!(held(&log).await, [1, 2, 3], "the slow subscription still needs every record");
     assert_eq!(offsets(&next(&mut slow, 10).await), [1, 2, 3]);
+    // The write that stores an acknowledged position also deletes what
+    // every subscription has now acknowledged.
     slow.ack(1).await.unwrap();
-    assert_eq!(log.prune(TOPIC).await.unwrap(), 1);
+    assert_eq!(held(&log).await, [2, 3]);
     slow.ack(2).await.unwrap();
     slow.ack(3).await.unwrap();
-    assert_eq!(log.prune(TOPIC).await.unwrap(), 2);
-    assert_eq!(log.prune(TOPIC).await.unwrap(), 0);
+    assert_eq!(held(&log).await, Vec::<u64>::new());
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 0, "nothing is left for the maintenance pass");
     // Offsets are never reused, even with every record pruned.
     assert_eq!(publish(&log, "!a:x", "4").await, 4);
     // A new subscription starts at the oldest record still held.
@@ -369,6 +386,25 @@ async fn prune_deletes_only_what_every_subscription_acknowledged() {
 }
 
 #[tokio::test]
+async fn prune_deletes_what_a_departed_subscription_held_back() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir).await;
+    let mut fast = log.subscribe(TOPIC, "fast").await.unwrap();
+    let slow = log.subscribe(TOPIC, "slow").await.unwrap();
+    publish_numbered(&log, 3).await;
+    for offset in offsets(&next(&mut fast, 10).await) {
+        fast.ack(offset).await.unwrap();
+    }
+    assert_eq!(held(&log).await, [1, 2, 3], "the slow subscription acknowledged nothing");
+    // Once it is gone, no acknowledgement comes to prune what it held back:
+    // the maintenance pass does, by the positions still stored.
+    drop(slow);
+    log.unsubscribe(TOPIC, "slow").await.unwrap();
+    assert_eq!(log.prune(TOPIC).await.unwrap(), 3);
+    assert_eq!(held(&log).await, Vec::<u64>::new());
+}
+
+#[tokio::test]
 async fn offsets_continue_after_a_restart_with_every_record_pruned() {
     let dir = TempDir::new().unwrap();
     {
@@ -378,7 +414,8 @@ async fn offsets_continue_after_a_restart_with_every_record_pruned() {
         for offset in offsets(&next(&mut reader, 10).await) {
             reader.ack(offset).await.unwrap();
         }
-        assert_eq!(log.prune(TOPIC).await.unwrap(), 3);
+        assert_eq!(log.prune(TOPIC).await.unwrap(), 0, "acknowledging pruned them");
+        assert_eq!(held(&log).await, Vec::<u64>::new());
     }
     let log = open(&dir).await;
     assert_eq!(log.latest_offset(TOPIC).await.unwrap(), 3);

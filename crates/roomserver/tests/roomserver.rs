@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use neurite_log::SqliteLog;
+use neurite_log::{Log, SqliteLog};
 use neurite_roomserver::{
     BuildEvents, Input, PduInput, ProtoEvent, Roomserver, RoomserverInput, RoomserverQuery, Signer, Target, Verdict,
 };
@@ -768,6 +768,10 @@ async fn an_input_delivered_again_after_a_lost_acknowledgement_is_answered_by_it
     let log = SqliteLog::open(pool.clone()).await.unwrap();
     let key_der = Ed25519KeyPair::generate();
     let idle = std::time::Duration::from_secs(60);
+    // A subscription that acknowledges nothing keeps the input records: the
+    // write that stores an acknowledgement also prunes, so in a real crash
+    // the lost one pruned nothing either.
+    let _holder = log.subscribe(neurite_log::INPUT_ROOM_EVENT, "holder").await.unwrap();
     let rs = Roomserver::start_with(pool.clone(), Arc::new(log.clone()), signer(&key_der), idle).await.unwrap();
     let h = Harness { _dir: dir, pool: pool.clone(), rs, signer: signer(&key_der) };
     let room = room(&h).await;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use async_trait::async_trait;
 use neurite_storage::sqlite::{Durability, SqlitePool};
 use neurite_storage::{Migration, StorageError};
+use rusqlite::Transaction;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{
@@ -393,30 +394,8 @@ impl SqliteLog {
             // Deferred: a power cut that undoes a deletion leaves records
             // the next pass deletes again; one that keeps it kept the
             // positions it read too (committed before it, in one log).
-            let (count, upto, done) = self
-                .shared
-                .pool
-                .write_deferred(move |tx| {
-                    let acked: Option<i64> = tx.query_row(
-                        "SELECT MIN(acked_offset) FROM log_subscriptions WHERE topic = ?1",
-                        [&topic],
-                        |r| r.get(0),
-                    )?;
-                    let Some((nid, last)) = append::last_offset(tx, &topic)? else { return Ok((0, 0, true)) };
-                    let first = append::edge_offset(tx, nid, false)?;
-                    let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
-                    let acked = to_offset(acked)?;
-                    if first > acked {
-                        return Ok((0, 0, true));
-                    }
-                    let upto = acked.min(first.saturating_add(PRUNE_BATCH_RECORDS_MAX - 1));
-                    append::remember_last_offset(tx, &topic, last)?;
-                    let count = tx
-                        .prepare_cached(&format!("DELETE FROM {} WHERE offset <= ?1", append::records_table(nid)))?
-                        .execute([upto as i64])?;
-                    Ok::<_, StorageError>((count as u64, upto, upto == acked))
-                })
-                .await?;
+            let (count, upto, done) =
+                self.shared.pool.write_deferred(move |tx| prune_step(tx, &topic, PRUNE_BATCH_RECORDS_MAX)).await?;
             kept.forget_through(upto);
             deleted += count;
             if done {
@@ -427,6 +406,31 @@ impl SqliteLog {
         tracing::debug!(topic, deleted, elapsed_ms, "pruned log records");
         Ok(deleted)
     }
+}
+
+/// Deletes, in `tx`, up to `max` of `topic`'s oldest records that every
+/// stored subscription has acknowledged (their stored positions, read in
+/// `tx`); returns how many it deleted, the offset it deleted through (0 for
+/// none) and whether nothing acknowledged is left. The topic's last offset
+/// is kept in `log_topics` in the same transaction, so offsets are never
+/// reused.
+pub(crate) fn prune_step(tx: &Transaction<'_>, topic: &str, max: u64) -> Result<(u64, u64, bool), StorageError> {
+    let acked: Option<i64> = tx
+        .prepare_cached("SELECT MIN(acked_offset) FROM log_subscriptions WHERE topic = ?1")?
+        .query_row([topic], |r| r.get(0))?;
+    let Some((nid, last)) = append::last_offset(tx, topic)? else { return Ok((0, 0, true)) };
+    let first = append::edge_offset(tx, nid, false)?;
+    let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
+    let acked = to_offset(acked)?;
+    if first > acked || max == 0 {
+        return Ok((0, 0, first > acked));
+    }
+    let upto = acked.min(first.saturating_add(max - 1));
+    append::remember_last_offset(tx, topic, last)?;
+    let count = tx
+        .prepare_cached(&format!("DELETE FROM {} WHERE offset <= ?1", append::records_table(nid)))?
+        .execute([upto as i64])?;
+    Ok((count as u64, upto, upto == acked))
 }
 
 /// An offset read back from the database, which stores them as `INTEGER`.

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{Topic, append, lock, to_offset};
 use crate::api::{Acker, Acknowledge, LogError, Record, Subscription};
-use crate::limits::{SUBSCRIPTION_BATCH_BYTES_MAX, SUBSCRIPTION_BATCH_RECORDS_MAX};
+use crate::limits::{ACK_PRUNE_RECORDS_MAX, SUBSCRIPTION_BATCH_BYTES_MAX, SUBSCRIPTION_BATCH_RECORDS_MAX};
 
 /// What one subscription handle gave out and what came back.
 #[derive(Debug)]
@@ -135,12 +135,21 @@ impl SubscriptionShared {
         // Deferred: a stored position only permits pruning, which is a
         // durable write after it; a position lost in a power cut means
         // records given again, which consumers handle (at-least-once).
+        // The records every subscription has now stored as acknowledged go
+        // in the same write (it is made anyway), so the log is pruned as
+        // it is consumed instead of in a burst every maintenance pass.
+        let kept = self.topic.clone();
         self.pool
             .write_deferred(move |tx| {
                 tx.prepare_cached(
                     "UPDATE log_subscriptions SET acked_offset = MAX(acked_offset, ?3) WHERE topic = ?1 AND name = ?2",
                 )?
                 .execute((&topic, &name, newest as i64))?;
+                let (_, upto, _) = super::prune_step(tx, &topic, ACK_PRUNE_RECORDS_MAX)?;
+                // Before the commit, so even a cancelled store never leaves
+                // memory a record the table lost (a failed commit only sends
+                // readers of those records to the table).
+                kept.forget_through(upto);
                 Ok::<_, StorageError>(())
             })
             .await?;
