@@ -114,7 +114,7 @@ pub(crate) fn append(
 /// An append writes only its records: updating a counter row as well cost
 /// each append its own page in the write-ahead log (two of the ~20 pages a
 /// send writes). Offsets are never reused because [`remember_last_offset`]
-/// runs in every transaction that deletes records.
+/// runs in every transaction that deletes the highest record.
 pub(crate) fn last_offset(tx: &Transaction<'_>, topic: &str) -> Result<Option<(i64, u64)>, StorageError> {
     let row: Option<(i64, i64)> = tx
         .prepare_cached("SELECT topic_nid, last_offset FROM log_topics WHERE topic = ?1")?
@@ -126,7 +126,7 @@ pub(crate) fn last_offset(tx: &Transaction<'_>, topic: &str) -> Result<Option<(i
 }
 
 /// Keeps `last`, `topic`'s last offset (from [`last_offset`]), in
-/// `log_topics`; runs before records are deleted, in the same transaction.
+/// `log_topics`; runs in the transaction that deletes the highest record.
 pub(crate) fn remember_last_offset(tx: &Transaction<'_>, topic: &str, last: u64) -> Result<(), StorageError> {
     tx.prepare_cached("UPDATE log_topics SET last_offset = ?2 WHERE topic = ?1")?.execute((topic, last as i64))?;
     Ok(())

@@ -411,9 +411,9 @@ impl SqliteLog {
 /// Deletes, in `tx`, up to `max` of `topic`'s oldest records that every
 /// stored subscription has acknowledged (their stored positions, read in
 /// `tx`); returns how many it deleted, the offset it deleted through (0 for
-/// none) and whether nothing acknowledged is left. The topic's last offset
-/// is kept in `log_topics` in the same transaction, so offsets are never
-/// reused.
+/// none) and whether nothing acknowledged is left (`max` below 1 counts as
+/// 1). When it deletes the topic's highest record, the last offset is kept
+/// in `log_topics` in the same transaction, so offsets are never reused.
 pub(crate) fn prune_step(tx: &Transaction<'_>, topic: &str, max: u64) -> Result<(u64, u64, bool), StorageError> {
     let acked: Option<i64> = tx
         .prepare_cached("SELECT MIN(acked_offset) FROM log_subscriptions WHERE topic = ?1")?
@@ -422,11 +422,16 @@ pub(crate) fn prune_step(tx: &Transaction<'_>, topic: &str, max: u64) -> Result<
     let first = append::edge_offset(tx, nid, false)?;
     let (Some(acked), Some(first)) = (acked, first) else { return Ok((0, 0, true)) };
     let acked = to_offset(acked)?;
-    if first > acked || max == 0 {
-        return Ok((0, 0, first > acked));
+    if first > acked {
+        return Ok((0, 0, true));
     }
-    let upto = acked.min(first.saturating_add(max - 1));
-    append::remember_last_offset(tx, topic, last)?;
+    let upto = acked.min(first.saturating_add(max.saturating_sub(1)));
+    // Only a deletion of the highest record loses the last offset: below
+    // it, appends go on from the record that stays (and the acknowledgement
+    // writes that prune, most of them, skip this row's page).
+    if upto >= last {
+        append::remember_last_offset(tx, topic, last)?;
+    }
     let count = tx
         .prepare_cached(&format!("DELETE FROM {} WHERE offset <= ?1", append::records_table(nid)))?
         .execute([upto as i64])?;
