@@ -132,12 +132,14 @@ impl SubscriptionShared {
         // this one waited for the lock.
         let newest = lock(&self.window).position;
         let (topic, name) = (self.topic.name.clone(), self.name.clone());
-        // Deferred: a stored position only permits pruning, which is a
-        // durable write after it; a position lost in a power cut means
-        // records given again, which consumers handle (at-least-once).
-        // The records every subscription has now stored as acknowledged go
-        // in the same write (it is made anyway), so the log is pruned as
-        // it is consumed instead of in a burst every maintenance pass.
+        // Deferred: a position lost in a power cut means records given
+        // again, which consumers handle (at-least-once). The records every
+        // subscription has now stored as acknowledged are deleted in the
+        // same write (it is made anyway), so the log is pruned as it is
+        // consumed instead of in a burst every maintenance pass. A power
+        // cut keeps a prefix of the write-ahead log's commits, so a
+        // deletion that survives kept the consumer's own rows, committed
+        // before the acknowledgement, too.
         let kept = self.topic.clone();
         self.pool
             .write_deferred(move |tx| {
